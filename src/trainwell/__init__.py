@@ -1,0 +1,48 @@
+"""trainwell: a PyTorch training loop you can trust.
+
+    import trainwell as tw
+    trainer = tw.Trainer(model, optimizer, loss_fn, scheduler, grad_clip_norm=1.0)
+    history = trainer.fit(train_loader, val_loader, epochs=10)
+
+Names load on first use (PEP 562), so the command line starts without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Trainer": "trainwell.trainer",
+    "CosineSchedule": "trainwell.schedules",
+    "clip_grad_norm": "trainwell.optim",
+    "EarlyStopping": "trainwell.callbacks",
+    "InMemoryLoader": "trainwell.data",
+    "train_val_test_split": "trainwell.data",
+    "plot_learning_curves": "trainwell.plotting",
+    "Callback": "trainwell.events",
+    "Event": "trainwell.events",
+    "SkipStep": "trainwell.events",
+    "StopTraining": "trainwell.events",
+    "TrainwellError": "trainwell.errors",
+    "ConfigError": "trainwell.errors",
+    "DataError": "trainwell.errors",
+    "CheckpointError": "trainwell.errors",
+    "TrainingError": "trainwell.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'trainwell' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,132 @@
+"""Crash-safe checkpoint files.
+
+A checkpoint is one ``torch.save`` file holding only tensors and plain data, so it
+loads with ``torch.load(weights_only=True)``: no pickled code ever runs. Beside it,
+``<name>.manifest.json`` records its size and sha256. Both are written to a temporary
+name, fsynced and renamed, so a crash mid-write never damages an earlier checkpoint,
+and a file whose manifest is missing or does not match is never loaded by ``latest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainwell.errors import CheckpointError
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` and its manifest atomically; on failure the previous files are intact."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: torch.save(state, f))
+        manifest = {"file": path.name, "size": path.stat().st_size, "sha256": sha256_of(path), "format": 1}
+        atomic_write(manifest_path(path), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}") from e
+    return path
+
+
+def verify(path: Path) -> str | None:
+    """None when ``path`` matches its manifest, else the reason it does not."""
+    mpath = manifest_path(path)
+    if not path.is_file():
+        return "file is missing"
+    if not mpath.is_file():
+        return "manifest is missing (the write did not finish)"
+    try:
+        manifest = json.loads(mpath.read_text())
+        size, digest = int(manifest["size"]), str(manifest["sha256"])
+    except (ValueError, KeyError, TypeError):
+        return "manifest is unreadable"
+    if path.stat().st_size != size:
+        return f"size is {path.stat().st_size} bytes, manifest says {size} (truncated?)"
+    if sha256_of(path) != digest:
+        return "sha256 does not match the manifest (corrupted or tampered)"
+    return None
+
+
+def load(path: str | os.PathLike, map_location: Any = "cpu", *, require_manifest: bool = False) -> dict[str, Any]:
+    """Load a checkpoint safely: verified against its manifest, unpickled with weights_only."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    problem = verify(path)
+    if problem is not None and (require_manifest or manifest_path(path).is_file()):
+        raise CheckpointError(f"refusing checkpoint {path}: {problem}")
+    if problem is not None:
+        warnings.warn(f"checkpoint {path} has no manifest; its integrity cannot be checked", stacklevel=2)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing checkpoint {path}: it contains pickled objects other than tensors and plain data, "
+            "which could run code; only load checkpoints written by trainwell"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(state, dict) or "trainer" not in state:
+        raise CheckpointError(f"{path} is not a trainwell checkpoint (no trainer state)")
+    return state
+
+
+def latest(directory: str | os.PathLike, pattern: str = "*.ckpt") -> Path | None:
+    """The newest (highest-named) checkpoint in ``directory`` that matches its manifest.
+
+    Names are zero-padded step numbers, so name order is step order. Bad ones are warned about.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    for path in sorted(directory.glob(pattern), reverse=True):
+        problem = verify(path)
+        if problem is None:
+            return path
+        warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)
+    return None

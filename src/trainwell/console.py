@@ -1,0 +1,75 @@
+"""Terminal output: a progress bar per epoch (only on a terminal) and seed 001's epoch table."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+
+
+class ConsoleReporter:
+    """Prints ``Epoch [1/5]  Train Loss … | Train Acc … / Val Loss … | Val Acc … ✓ best model saved``."""
+
+    def __init__(self, console: Console | None = None, monitor: str = "eval_loss"):
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.monitor = monitor
+        self.best = math.inf
+        self.epochs: int | None = None
+        self._progress: Any = None
+        self._task: Any = None
+        self._refresh_every = 1
+
+    def on_fit_start(self, trainer: Any, epochs: int, **_: Any) -> None:
+        self.epochs = epochs
+
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        if not self.console.is_terminal or trainer.batches_per_epoch is None:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn(f"epoch {epoch + 1}/{self.epochs or '?'}"), BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), console=self.console, transient=True,
+        )
+        self._task = self._progress.add_task("train", total=trainer.batches_per_epoch, completed=trainer.position)
+        self._refresh_every = max(1, trainer.batches_per_epoch // 200)
+        self._progress.start()
+
+    def on_step_end(self, trainer: Any, **_: Any) -> None:
+        if self._progress is not None and trainer.step % self._refresh_every == 0:
+            self._progress.update(self._task, completed=trainer.position)
+
+    def on_train_end(self, trainer: Any, metrics: dict) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        self.console.print(epoch_line(trainer.epoch, self.epochs, metrics, self._is_best(metrics)))
+
+    def on_fit_end(self, trainer: Any, history: dict) -> None:
+        if trainer.stop_reason:
+            self.console.print(f"Stopped: {trainer.stop_reason}")
+
+    def _is_best(self, metrics: dict[str, float]) -> bool:
+        value = metrics.get(self.monitor)
+        if value is None or not value < self.best:
+            return False
+        self.best = value
+        return True
+
+
+def epoch_line(epoch: int, epochs: int | None, metrics: dict[str, float], best: bool) -> str:
+    """One row of the per-epoch table."""
+    parts = [f"Epoch [{epoch}/{epochs or '?'}]", f"Train Loss: {metrics['train_loss']:.4f}"]
+    if "train_acc" in metrics:
+        parts.append(f"| Train Acc: {metrics['train_acc']:6.2%}")
+    if "eval_loss" in metrics:
+        parts.append(f"/ Val Loss: {metrics['eval_loss']:.4f}")
+    if "eval_acc" in metrics:
+        parts.append(f"| Val Acc: {metrics['eval_acc']:6.2%}")
+    parts.append(f"| {metrics.get('samples_per_sec', 0):,.0f} samples/s, {metrics.get('epoch_time', 0):.1f}s")
+    if best:
+        parts.append("[green]✓ best model saved[/green]")
+    return "  ".join(parts)

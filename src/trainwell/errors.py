@@ -1,0 +1,35 @@
+"""The few exceptions trainwell raises on purpose.
+
+The command line maps them to exit codes: a user error (bad option, bad data,
+bad config) is exit 2 with one line; a failure after training started is exit 1.
+"""
+
+
+class TrainwellError(Exception):
+    """Base class: every error trainwell raises deliberately."""
+
+    exit_code = 1
+
+
+class ConfigError(TrainwellError, ValueError):
+    """An invalid option, config key or value (exit 2)."""
+
+    exit_code = 2
+
+
+class DataError(TrainwellError, ValueError):
+    """Input data that cannot be trained on as given (exit 2)."""
+
+    exit_code = 2
+
+
+class CheckpointError(TrainwellError):
+    """A checkpoint that cannot be written, or must not be loaded."""
+
+    exit_code = 1
+
+
+class TrainingError(TrainwellError):
+    """Training started but could not go on (exit 1)."""
+
+    exit_code = 1

@@ -1,0 +1,103 @@
+"""The fixed set of events callbacks hang off, and the signals they may raise.
+
+A callback is any object with methods named ``on_<event>(trainer, **info)`` for
+the events it cares about; missing hooks are skipped. A callback with
+``state_dict()`` / ``load_state_dict()`` is saved in every checkpoint.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Iterable
+
+
+class Event(str, Enum):
+    """Where each event fires, as the loop in pseudocode::
+
+        fit(train, val, epochs):
+            FIT_START
+            for epoch in epochs:
+                EPOCH_START
+                for window in micro-batch windows of `accumulation_steps`:
+                    for micro-batch in window:
+                        forward -> loss * (samples / window samples) -> backward
+                    unscale, clip (norm recorded)
+                    BEFORE_STEP(grad_norm, loss)   # a callback may raise SkipStep
+                    optimizer.step(); zero_grad; schedule per step
+                    STEP_END(loss, grad_norm, lr)
+                TRAIN_END(metrics)                  # train metrics of the epoch
+                evaluate(val) -> EVAL_END(metrics)
+                schedule per epoch
+                EPOCH_END(metrics)                  # a callback may raise StopTraining
+                CHECKPOINT(path)                    # after a checkpoint is written
+            FIT_END(history)
+    """
+
+    FIT_START = "fit_start"
+    EPOCH_START = "epoch_start"
+    BEFORE_STEP = "before_step"
+    STEP_END = "step_end"
+    TRAIN_END = "train_end"
+    EVAL_END = "eval_end"
+    EPOCH_END = "epoch_end"
+    CHECKPOINT = "checkpoint"
+    FIT_END = "fit_end"
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end ``fit()`` cleanly after the current epoch's bookkeeping."""
+
+
+class SkipStep(Exception):
+    """Raised in ``BEFORE_STEP`` to drop this optimizer step (its gradients are discarded)."""
+
+
+class Callback:
+    """Optional base class; any object with ``on_<event>`` methods works the same."""
+
+
+class Dispatcher:
+    """Calls each callback's hook for an event, in the order the callbacks were given."""
+
+    def __init__(self, callbacks: Iterable[Any]):
+        self.callbacks = list(callbacks)
+        self._hooks: dict[Event, list] = {
+            event: [getattr(cb, f"on_{event.value}") for cb in self.callbacks if hasattr(cb, f"on_{event.value}")]
+            for event in Event
+        }
+
+    def __call__(self, event: Event, trainer: Any, **info: Any) -> None:
+        """Run every hook; a StopTraining is re-raised only after all of them ran."""
+        stop: StopTraining | None = None
+        for hook in self._hooks[event]:
+            try:
+                hook(trainer, **info)
+            except StopTraining as signal:
+                stop = stop or signal
+        if stop is not None:
+            raise stop
+
+    def has(self, event: Event) -> bool:
+        return bool(self._hooks[event])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            self._key(i, cb): cb.state_dict()
+            for i, cb in enumerate(self.callbacks)
+            if hasattr(cb, "state_dict")
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = {self._key(i, cb): cb for i, cb in enumerate(self.callbacks) if hasattr(cb, "load_state_dict")}
+        missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
+        if missing or unexpected:
+            raise KeyError(
+                f"callback state does not match the callbacks given: missing {sorted(missing)}, "
+                f"unexpected {sorted(unexpected)}"
+            )
+        for key, cb in expected.items():
+            cb.load_state_dict(state[key])
+
+    @staticmethod
+    def _key(index: int, callback: Any) -> str:
+        return f"{index}:{type(callback).__name__}"

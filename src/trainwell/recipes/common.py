@@ -1,0 +1,38 @@
+"""What every recipe shares: optimizer, schedule and callbacks from the config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trainwell.callbacks import EarlyStopping
+from trainwell.config import TrainConfig
+from trainwell.data import InMemoryLoader
+from trainwell.optim import make_optimizer
+from trainwell.recipes import Parts
+
+
+def assemble(config: TrainConfig, device: torch.device, model: torch.nn.Module, loss_fn: Any,
+             splits: tuple, **extra: Any) -> Parts:
+    """Parts from a model, a loss and ``((x, y) train, val, test)`` tensors, per the config."""
+    (x_train, y_train), val, test = splits
+    if config.num_samples is not None:
+        x_train, y_train = x_train[: config.num_samples], y_train[: config.num_samples]
+    model = model.to(device)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, device,
+                               weight_decay=config.weight_decay)
+    schedule: Any = None
+    if config.schedule != "constant" or config.warmup:
+        name = "warmup-cosine" if config.schedule == "constant" else config.schedule
+        schedule = (name, {"warmup_steps": config.warmup}) if config.warmup else name
+    callbacks = [EarlyStopping(patience=config.patience)] if config.patience else []
+
+    def loader(x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> InMemoryLoader | None:
+        return InMemoryLoader(x, y, batch_size=config.batch_size, shuffle=shuffle, seed=config.seed) if len(x) else None
+
+    return Parts(
+        model=model, optimizer=optimizer, loss_fn=loss_fn, scheduler=schedule, callbacks=callbacks,
+        train=loader(x_train, y_train, True), val=loader(*val, False), test=loader(*test, False),
+        example_batch=x_train[: config.batch_size], **extra,
+    )

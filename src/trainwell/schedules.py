@@ -1,0 +1,158 @@
+"""Learning-rate schedules: seed 003's CosineSchedule, the built-ins by name, and one
+adapter that lets the trainer drive any of them the same way.
+
+Built-in schedules are pure functions of the optimizer step (a multiplier of the
+base learning rate), run through torch's ``LambdaLR``: their only state is the
+step counter, so resuming is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
+
+from trainwell.errors import ConfigError
+
+SCHEDULE_NAMES = ("constant", "step", "cosine", "warmup-cosine", "plateau", "one-cycle")
+
+
+class CosineSchedule:
+    """Seed 003's cosine annealing from ``max_lr`` to ``min_lr`` over ``total_epochs``."""
+
+    def __init__(self, max_lr: float = 0.1, min_lr: float = 0.01, total_epochs: int = 100):
+        self.max_lr = max_lr
+        self.min_lr = min_lr
+        self.total_epochs = total_epochs
+
+    def get_lr(self, epoch: int) -> float:
+        """``min + (max - min) * (1 + cos(pi * epoch / total)) / 2``; ``min_lr`` from ``total`` on."""
+        if epoch >= self.total_epochs:
+            return self.min_lr
+        cosine = (1 + math.cos(math.pi * epoch / self.total_epochs)) / 2
+        return self.min_lr + (self.max_lr - self.min_lr) * cosine
+
+
+# --- built-in multipliers: pure functions of the step --------------------------------
+
+
+@dataclass
+class Constant:
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+
+@dataclass
+class StepDecay:
+    """Multiply by ``gamma`` every ``step_size`` optimizer steps."""
+
+    step_size: int
+    gamma: float = 0.1
+
+    def __call__(self, step: int) -> float:
+        return self.gamma ** (step // self.step_size)
+
+
+@dataclass
+class WarmupCosine:
+    """Linear warmup over ``warmup_steps`` (from 1/warmup to 1), then cosine down to ``min_ratio``."""
+
+    total_steps: int
+    warmup_steps: int = 0
+    min_ratio: float = 0.0
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_ratio + (1 - self.min_ratio) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def build_schedule(
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    options: Mapping[str, Any] | None = None,
+) -> LRScheduler | ReduceLROnPlateau:
+    """A torch scheduler for a built-in schedule name; every one but ``plateau`` steps per optimizer step."""
+    opts = dict(options or {})
+    scheduler: LRScheduler | ReduceLROnPlateau
+    if name == "constant":
+        scheduler = LambdaLR(optimizer, Constant())
+    elif name == "step":
+        epochs_per_decay = int(opts.pop("step_size_epochs", max(1, total_steps // steps_per_epoch // 3)))
+        decay = StepDecay(epochs_per_decay * steps_per_epoch, float(opts.pop("gamma", 0.1)))
+        scheduler = LambdaLR(optimizer, decay)
+    elif name in ("cosine", "warmup-cosine"):
+        warmup = int(opts.pop("warmup_steps", 0))
+        shape = WarmupCosine(total_steps, warmup, float(opts.pop("min_ratio", 0.0)))
+        scheduler = LambdaLR(optimizer, shape)
+    elif name == "plateau":
+        factor, patience = float(opts.pop("factor", 0.1)), int(opts.pop("patience", 2))
+        scheduler = ReduceLROnPlateau(optimizer, factor=factor, patience=patience)
+    elif name == "one-cycle":
+        max_lrs = [group["lr"] for group in optimizer.param_groups]
+        scheduler = OneCycleLR(optimizer, max_lr=max_lrs, total_steps=max(total_steps, 2))
+    else:
+        raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
+    if opts:
+        raise ConfigError(f"schedule {name!r} got unknown options: {', '.join(sorted(opts))}")
+    return scheduler
+
+
+class ScheduleDriver:
+    """Drives whichever scheduler the user gave, so the loop calls three plain hooks.
+
+    - a seed-style object with ``get_lr(epoch)`` sets the lr at each epoch start;
+    - a torch scheduler steps per optimizer step (``interval="step"``) or per epoch;
+    - ``ReduceLROnPlateau`` is fed the validation loss (the train loss without validation).
+    """
+
+    def __init__(self, scheduler: Any, optimizer: torch.optim.Optimizer, interval: str):
+        if interval not in ("step", "epoch"):
+            raise ConfigError(f"scheduler interval must be 'step' or 'epoch', not {interval!r}")
+        self.scheduler = scheduler
+        self.optimizer = optimizer
+        self.interval = interval
+        self.is_torch = isinstance(scheduler, (LRScheduler, ReduceLROnPlateau))
+        if not self.is_torch and not callable(getattr(scheduler, "get_lr", None)):
+            raise ConfigError(
+                "scheduler must be a torch.optim.lr_scheduler scheduler, an object with "
+                f"get_lr(epoch), or a built-in name; got {type(scheduler).__name__}"
+            )
+
+    def epoch_start(self, epoch: int) -> None:
+        if not self.is_torch:
+            lr = float(self.scheduler.get_lr(epoch))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+    def step_end(self) -> None:
+        if self.interval == "step" and isinstance(self.scheduler, LRScheduler):
+            self.scheduler.step()
+
+    def epoch_end(self, monitored_loss: float | None) -> None:
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            if monitored_loss is not None and math.isfinite(monitored_loss):
+                self.scheduler.step(monitored_loss)
+        elif self.interval == "epoch" and isinstance(self.scheduler, LRScheduler):
+            self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict() if self.is_torch else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.is_torch:
+            self.scheduler.load_state_dict(state)
+
+
+def default_interval(scheduler: Any) -> str:
+    """Per-step for schedulers built around a step count, per epoch for the rest (torch's convention)."""
+    per_step = (OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
+    return "step" if isinstance(scheduler, per_step) else "epoch"

@@ -1,0 +1,477 @@
+"""The training loop: ``fit`` -> ``train_epoch`` -> ``_train_step``, read top to bottom.
+
+Everything else (logging, checkpoint files, early stopping, progress output) hangs
+off the events in ``trainwell.events``. Every stateful piece is saved by
+``state_dict()`` and restored by ``load_state_dict()``; that is what makes resume exact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from trainwell import checkpoint
+from trainwell.checks import check_finite, check_labels, forward_with_shape_check
+from trainwell.data import InMemoryLoader, epoch_batches, num_batches
+from trainwell.errors import CheckpointError, ConfigError, DataError
+from trainwell.events import Dispatcher, Event, SkipStep, StopTraining
+from trainwell.metrics import EpochMeter, classification_kind, correct_count
+from trainwell.runtime import autocast, check_precision, resolve_device, rng_state, seed_everything, set_rng_state
+from trainwell.schedules import SCHEDULE_NAMES, ScheduleDriver, build_schedule, default_interval
+
+HISTORY_KEYS = ("train_loss", "train_acc", "eval_loss", "eval_acc", "learning_rates", "grad_norm",
+                "samples_per_sec", "epoch_time")
+
+
+class Trainer:
+    """Seed 003's Trainer, production grade: ``train_epoch``, ``evaluate``, checkpoints and ``fit``.
+
+    ``loss_fn`` must return the mean over the batch (torch's default); with ``loss_fn=None``
+    the model's output must carry ``.loss`` (Hugging Face style). ``scheduler`` is a
+    ``get_lr(epoch)`` object, a torch scheduler, or a built-in name (``"cosine"``, or
+    ``("warmup-cosine", {"warmup_steps": 100})``). ``seed`` seeds python, numpy and torch
+    now and fixes the data order as a function of (seed, epoch).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Any = None,
+        scheduler: Any = None,
+        grad_clip_norm: float | None = None,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "32",
+        callbacks: Iterable[Any] = (),
+        run_dir: str | os.PathLike | None = None,
+        seed: int | None = None,
+        checkpoint_every_steps: int | None = None,
+        scheduler_interval: str | None = None,
+        log_every_steps: int = 50,
+        keep_checkpoints: int = 3,
+        verbose: bool = False,
+    ):
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision, self.device)
+        if grad_clip_norm is not None and not grad_clip_norm > 0:
+            raise ConfigError(f"grad_clip_norm must be > 0, got {grad_clip_norm}")
+        if checkpoint_every_steps is not None and (checkpoint_every_steps < 1 or run_dir is None):
+            raise ConfigError("checkpoint_every_steps needs run_dir and a value of at least 1")
+        if seed is not None:
+            seed_everything(seed)
+        self.model = model.to(self.device)
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.grad_clip_norm = grad_clip_norm
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "16" else None
+        self.seed = seed
+        # The data order is a pure function of (data_seed, epoch); without a seed, draw one and save it.
+        self.data_seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.epoch = 0  # completed epochs
+        self.step = 0  # optimizer steps taken
+        self.position = 0  # micro-batches consumed in the current epoch
+        self.history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
+        self.stop_reason: str | None = None
+        self.batches_per_epoch: int | None = None
+        self._meter = EpochMeter(self.device)
+        self._epoch_metrics: dict[str, float] = {}
+        self._schedule: ScheduleDriver | None = None
+        self._pending_scheduler_state: dict | None = None
+        self._resume_rng: dict | None = None
+        self._kind: str | None = None
+        self._checked = False
+        self._dataset_labels: torch.Tensor | None = None
+        callbacks = list(callbacks)
+        if verbose:
+            from trainwell.console import ConsoleReporter
+
+            callbacks.append(ConsoleReporter())
+        if self.run_dir is not None:
+            from trainwell.rundir import RunDirectory
+
+            callbacks.append(RunDirectory(self.run_dir, checkpoint_every_steps, keep_checkpoints, log_every_steps))
+        self.callbacks = callbacks
+        self.events = Dispatcher(callbacks)
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(
+        self,
+        train_data: Iterable,
+        val_data: Iterable | None = None,
+        *,
+        epochs: int = 1,
+        resume: str | os.PathLike | None = None,
+        accumulation_steps: int = 1,
+    ) -> dict[str, list]:
+        """Train for ``epochs`` (in total, counting epochs already done when resuming)."""
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"epochs must be a whole number of at least 1, got {epochs!r}")
+        self._ensure_schedule(train_data, epochs, accumulation_steps)
+        if resume is not None:
+            self.resume(resume)
+        self.stop_reason = None
+        self.events(Event.FIT_START, self, epochs=epochs, train_data=train_data, val_data=val_data)
+        while self.epoch < epochs and self.stop_reason is None:
+            self.train_epoch(train_data, accumulation_steps)
+            if val_data is not None:
+                self.evaluate(val_data)
+            monitored = self._epoch_metrics.get("eval_loss", self._epoch_metrics.get("train_loss"))
+            self._schedule.epoch_end(monitored)
+            try:
+                self.events(Event.EPOCH_END, self, metrics=dict(self._epoch_metrics))
+            except StopTraining as stop:
+                self.stop_reason = str(stop)
+        self.events(Event.FIT_END, self, history=self.history)
+        return self.history
+
+    def train_epoch(self, dataloader: Iterable, accumulation_steps: int = 1) -> float:
+        """One pass over ``dataloader``; returns the per-sample mean training loss."""
+        if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+            raise ConfigError(f"accumulation_steps must be a whole number of at least 1, got {accumulation_steps!r}")
+        schedule = self._ensure_schedule(dataloader, None, accumulation_steps)
+        self.model.train()
+        if self.position == 0:
+            self._meter = EpochMeter(self.device)
+        self.batches_per_epoch = num_batches(dataloader)
+        self.events(Event.EPOCH_START, self, epoch=self.epoch)
+        schedule.epoch_start(self.epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
+        started = time.perf_counter()
+        batches = epoch_batches(dataloader, seed=self.data_seed, epoch=self.epoch, skip=self.position)
+        if self._resume_rng is not None:  # skipping batches may have drawn from the global RNG
+            set_rng_state(self._resume_rng)
+            self._resume_rng = None
+        if not self._checked:
+            self._check_dataset(dataloader)
+        for window in _windows(batches, accumulation_steps):
+            self._train_step(window)
+        if self._meter.samples == 0:
+            raise DataError("the training data is empty: it yielded no batches")
+        elapsed = time.perf_counter() - started
+        metrics = self._meter.result("train")
+        metrics.update(lr=lr, epoch_time=elapsed, samples_per_sec=self._meter.samples / max(elapsed, 1e-9))
+        self._epoch_metrics = metrics
+        self._record(metrics, learning_rates=lr)
+        self.epoch, self.position = self.epoch + 1, 0
+        self.events(Event.TRAIN_END, self, metrics=metrics)
+        return metrics["train_loss"]
+
+    def _train_step(self, window: list) -> None:
+        """One optimizer step: forward, loss, backward over the window's micro-batches, clip, step, schedule.
+
+        Each micro-batch's mean loss is weighted by its share of the window's samples, so
+        k micro-batches give exactly the update of one k-times-larger batch, ragged or not.
+        """
+        batches = [self._unpack(batch) for batch in window]
+        total = sum(n for _, _, n in batches)
+        window_loss = torch.zeros((), device=self.device)
+        for inputs, targets, n in batches:
+            logits, loss = self._forward(inputs, targets)
+            weighted = loss if n == total else loss * (n / total)
+            (self.scaler.scale(weighted) if self.scaler else weighted).backward()
+            window_loss += weighted.detach().float()
+            self._meter.add_batch(loss, n, correct_count(self._kind, logits.detach(), targets, self.loss_fn))
+        self.position += len(window)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = self._clip_gradients()
+        try:
+            self.events(Event.BEFORE_STEP, self, loss=window_loss, grad_norm=grad_norm)
+        except SkipStep:
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self._meter.add_step(grad_norm)
+        self._schedule.step_end()
+        self.events(Event.STEP_END, self, loss=window_loss, grad_norm=grad_norm)
+
+    @torch.no_grad()
+    def evaluate(self, dataloader: Iterable) -> tuple[float, float | None]:
+        """Per-sample mean loss and accuracy (None when not classifying) over the whole set."""
+        metrics = self._evaluate(dataloader, "eval")
+        self._epoch_metrics.update(metrics)
+        self._record(metrics)
+        self.events(Event.EVAL_END, self, metrics=metrics)
+        return metrics["eval_loss"], metrics.get("eval_acc")
+
+    @torch.no_grad()
+    def test(self, dataloader: Iterable) -> dict[str, float]:
+        """Final metrics on a held-out set: ``{"test_loss", "test_acc"?, "test_samples"}``; history untouched."""
+        return self._evaluate(dataloader, "test")
+
+    @torch.no_grad()
+    def predict(self, data: Any, batch_size: int = 1024) -> torch.Tensor:
+        """Model outputs (logits) for a tensor of inputs or a loader of batches, on the CPU."""
+        was_training = self.model.training
+        self.model.eval()
+        if isinstance(data, torch.Tensor):
+            data = InMemoryLoader(data, batch_size=batch_size, shuffle=False)
+        outputs = []
+        for batch in data:
+            inputs = batch if isinstance(batch, (torch.Tensor, Mapping)) else batch[0]
+            inputs = _to_device(inputs, self.device)
+            with autocast(self.precision, self.device):
+                out = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
+            outputs.append(getattr(out, "logits", out).float().cpu())
+        self.model.train(was_training)
+        return torch.cat(outputs) if outputs else torch.empty(0)
+
+    # ------------------------------------------------------------------ pieces of a step
+
+    def _unpack(self, batch: Any) -> tuple[Any, Any, int]:
+        """(inputs, targets, number of samples) on the training device, from a tuple or a dict batch."""
+        if isinstance(batch, Mapping):
+            inputs = _to_device(dict(batch), self.device)
+            targets = inputs.get("labels")
+            first = targets if targets is not None else next(v for v in inputs.values() if isinstance(v, torch.Tensor))
+            return inputs, targets, len(first)
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise DataError(f"a batch must be (inputs, targets) or a dict, got {type(batch).__name__}")
+        inputs, targets = _to_device(batch[0], self.device), _to_device(batch[1], self.device)
+        return inputs, targets, len(targets)
+
+    def _forward(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model outputs and mean loss; the first batch is checked before anything else runs."""
+        if not self._checked:
+            return self._checked_forward(inputs, targets)
+        with autocast(self.precision, self.device):
+            outputs = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
+            return self._loss(outputs, targets)
+
+    def _loss(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = getattr(outputs, "logits", outputs)
+        if self.loss_fn is None:
+            loss = getattr(outputs, "loss", None)
+            if loss is None:
+                raise ConfigError("no loss_fn was given and the model's output has no .loss")
+            return logits, loss
+        try:
+            return logits, self.loss_fn(logits, targets)
+        except (IndexError, RuntimeError) as e:
+            if "out of bounds" in str(e):
+                raise DataError(f"a label is outside the model's {logits.shape[-1]} outputs ({e})") from e
+            raise
+
+    def _checked_forward(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        check_finite(inputs, "the first batch's")
+        with autocast(self.precision, self.device):
+            outputs = forward_with_shape_check(
+                lambda: self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs), inputs
+            )
+            logits = getattr(outputs, "logits", outputs)
+            self._kind = classification_kind(logits, targets, self.loss_fn)
+            if self._kind == "multiclass":
+                check_labels(targets, logits.shape[-1], "the first batch")
+                if self._dataset_labels is not None:
+                    check_labels(self._dataset_labels, logits.shape[-1], "the training data")
+            result = forward_with_shape_check(lambda: self._loss(outputs, targets), targets)
+        self._checked = True
+        return result
+
+    def _check_dataset(self, dataloader: Iterable) -> None:
+        """Whole-dataset checks where the data is in memory (cheap); else the first batch only."""
+        self._dataset_labels = None
+        if isinstance(dataloader, InMemoryLoader):
+            check_finite(dataloader.tensors[0], "the training")
+            if len(dataloader.tensors) > 1 and not dataloader.tensors[1].is_floating_point():
+                self._dataset_labels = dataloader.tensors[1]
+        if num_batches(dataloader) == 0:
+            raise DataError("the training data is empty: it has no batches")
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """The global L2 norm before clipping (a device tensor: no host sync); clips if asked."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            raise ConfigError("no parameter received a gradient; is the loss connected to the model?")
+        norm = torch.nn.utils.get_total_norm(grads)
+        if self.grad_clip_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.grad_clip_norm, norm)
+        return norm
+
+    def _evaluate(self, dataloader: Iterable, prefix: str) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        meter = EpochMeter(self.device)
+        for batch in epoch_batches(dataloader, seed=0, epoch=0):
+            inputs, targets, n = self._unpack(batch)
+            logits, loss = self._forward(inputs, targets)
+            kind = self._kind or classification_kind(logits, targets, self.loss_fn)
+            meter.add_batch(loss, n, correct_count(kind, logits, targets, self.loss_fn))
+        self.model.train(was_training)
+        if meter.samples == 0:
+            raise DataError(f"the {'validation' if prefix == 'eval' else 'test'} data is empty")
+        metrics = meter.result(prefix)
+        metrics[f"{prefix}_samples"] = meter.samples
+        return metrics
+
+    def _record(self, metrics: Mapping[str, float], **extra: float) -> None:
+        for key, value in {**metrics, **extra}.items():
+            if key in HISTORY_KEYS:
+                self.history[key].append(value)
+
+    def _ensure_schedule(self, dataloader: Iterable, epochs: int | None, accumulation_steps: int) -> ScheduleDriver:
+        """Wrap the scheduler once; built-in names need the run's length, known to ``fit``."""
+        if self._schedule is not None:
+            return self._schedule
+        spec, interval = self.scheduler, self.scheduler_interval
+        if spec is None:
+            spec, interval = build_schedule("constant", self.optimizer, total_steps=1, steps_per_epoch=1), "step"
+        elif isinstance(spec, (str, tuple, Mapping)):
+            name, options = _schedule_spec(spec)
+            batches = num_batches(dataloader)
+            if epochs is None or batches is None:
+                raise ConfigError(
+                    f"the built-in schedule {name!r} needs the run's length: use fit(epochs=...) "
+                    "with a loader that has a length, or pass a torch scheduler"
+                )
+            per_epoch = math.ceil(batches / accumulation_steps)
+            spec = build_schedule(name, self.optimizer, total_steps=per_epoch * epochs,
+                                  steps_per_epoch=per_epoch, options=options)
+            interval = interval or ("epoch" if name == "plateau" else "step")
+        self._schedule = ScheduleDriver(spec, self.optimizer, interval or default_interval(spec))
+        if self._pending_scheduler_state is not None:
+            self._schedule.load_state_dict(self._pending_scheduler_state)
+            self._pending_scheduler_state = None
+        return self._schedule
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The complete training state: every stateful piece's own ``state_dict()``."""
+        return {
+            "format": 1,
+            "trainer": {
+                "epoch": self.epoch,
+                "step": self.step,
+                "position": self.position,
+                "data_seed": self.data_seed,
+                "history": {k: list(v) for k, v in self.history.items()},
+                "meter": self._meter.state_dict(),
+            },
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self._schedule.state_dict() if self._schedule else self._pending_scheduler_state,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "callbacks": self.events.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore ``state_dict()`` output in place; a mismatch names the offending keys."""
+        expected = {"format", "trainer", "model", "optimizer", "scheduler", "scaler", "callbacks", "rng"}
+        if set(state) != expected:
+            raise CheckpointError(
+                f"checkpoint keys differ: missing {sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}"
+            )
+        _check_model_keys(self.model, state["model"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self._schedule is not None and state["scheduler"] is not None:
+            self._schedule.load_state_dict(state["scheduler"])
+        else:
+            self._pending_scheduler_state = state["scheduler"]
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        try:
+            self.events.load_state_dict(state["callbacks"])
+        except KeyError as e:
+            raise CheckpointError(str(e.args[0])) from e
+        trainer = state["trainer"]
+        self.epoch, self.step, self.position = trainer["epoch"], trainer["step"], trainer["position"]
+        self.data_seed = trainer["data_seed"]
+        self.history = {key: list(trainer["history"].get(key, [])) for key in HISTORY_KEYS}
+        self._meter = EpochMeter(self.device)
+        self._meter.load_state_dict(trainer["meter"])
+        set_rng_state(state["rng"])
+        self._resume_rng = state["rng"] if self.position > 0 else None
+
+    def save_checkpoint(self, path: str | os.PathLike) -> Path:
+        """Write the complete training state to ``path`` atomically (plus a size+sha256 manifest)."""
+        written = checkpoint.save(self.state_dict(), path)
+        self.events(Event.CHECKPOINT, self, path=written)
+        return written
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore the complete training state from ``path`` (never runs pickled code)."""
+        self.load_state_dict(checkpoint.load(path, map_location=self.device))
+
+    def resume(self, resume: str | os.PathLike) -> Path | None:
+        """``"auto"``: the latest valid checkpoint in ``run_dir`` (or a fresh start); else a path."""
+        if str(resume) != "auto":
+            self.load_checkpoint(resume)
+            return Path(resume)
+        if self.run_dir is None:
+            raise ConfigError('resume="auto" needs run_dir, where the checkpoints are')
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = checkpoint.latest(self.run_dir / "checkpoints")
+        for warning in caught:
+            warnings.warn(str(warning.message), stacklevel=2)
+        if path is None:
+            warnings.warn(f"no valid checkpoint in {self.run_dir / 'checkpoints'}; starting fresh", stacklevel=2)
+            return None
+        self.load_checkpoint(path)
+        return path
+
+
+def _windows(batches: Iterator, size: int) -> Iterator[list]:
+    """Consecutive groups of ``size`` micro-batches; the last one may be shorter."""
+    window: list = []
+    for batch in batches:
+        window.append(batch)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, Mapping):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def _schedule_spec(spec: Any) -> tuple[str, dict]:
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return spec[0], dict(spec[1])
+    if isinstance(spec, Mapping) and "name" in spec:
+        return spec["name"], {k: v for k, v in spec.items() if k != "name"}
+    raise ConfigError(f"a schedule by name is 'NAME', ('NAME', options) or {{'name': NAME, ...}}; names: {SCHEDULE_NAMES}")
+
+
+def _check_model_keys(model: nn.Module, saved: Mapping[str, torch.Tensor]) -> None:
+    """A clear error when a checkpoint belongs to a different model."""
+    current = model.state_dict()
+    missing = [k for k in current if k not in saved]
+    unexpected = [k for k in saved if k not in current]
+    reshaped = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in current.items()
+                if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    if missing or unexpected or reshaped:
+        parts = [f"{label}: {', '.join(items[:3])}" for label, items in
+                 (("missing", missing), ("unexpected", unexpected), ("shape differs", reshaped)) if items]
+        raise CheckpointError("the checkpoint is from a different model; " + "; ".join(parts))
+
