@@ -10,6 +10,7 @@ and a file whose manifest is missing or does not match is never loaded by ``late
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -45,10 +46,20 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _default_mode()  # mkstemp makes 0600 files; finished files get the usual permissions
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -65,7 +76,9 @@ def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: torch.save(state, f))
+        buffer = io.BytesIO()  # serialise first, so a failing disk shows up as an OSError on write
+        torch.save(state, buffer)
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
         manifest = {"file": path.name, "size": path.stat().st_size, "sha256": sha256_of(path), "format": 1}
         atomic_write(manifest_path(path), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     except OSError as e:

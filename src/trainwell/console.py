@@ -46,7 +46,14 @@ class ConsoleReporter:
             self._progress = None
 
     def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
-        self.console.print(epoch_line(trainer.epoch, self.epochs, metrics, self._is_best(metrics)))
+        best = self._is_best(metrics)
+        note = ("best model saved" if trainer.run_dir is not None else "best so far") if best else None
+        self.console.print(epoch_line(trainer.epoch, self.epochs, metrics, note))
+
+    def log(self, record: dict[str, Any], step: int) -> None:
+        """Health-guard interventions are shown as they happen."""
+        if record.get("kind") == "intervention":
+            self.console.print(f"[yellow]! step {record['step']}: {record['cause']} -> {record['action']}[/yellow]")
 
     def on_fit_end(self, trainer: Any, history: dict) -> None:
         if trainer.stop_reason:
@@ -60,7 +67,7 @@ class ConsoleReporter:
         return True
 
 
-def epoch_line(epoch: int, epochs: int | None, metrics: dict[str, float], best: bool) -> str:
+def epoch_line(epoch: int, epochs: int | None, metrics: dict[str, float], note: str | None = None) -> str:
     """One row of the per-epoch table."""
     parts = [f"Epoch [{epoch}/{epochs or '?'}]", f"Train Loss: {metrics['train_loss']:.4f}"]
     if "train_acc" in metrics:
@@ -70,6 +77,6 @@ def epoch_line(epoch: int, epochs: int | None, metrics: dict[str, float], best: 
     if "eval_acc" in metrics:
         parts.append(f"| Val Acc: {metrics['eval_acc']:6.2%}")
     parts.append(f"| {metrics.get('samples_per_sec', 0):,.0f} samples/s, {metrics.get('epoch_time', 0):.1f}s")
-    if best:
-        parts.append("[green]✓ best model saved[/green]")
+    if note:
+        parts.append(f"[green]✓ {note}[/green]")
     return "  ".join(parts)

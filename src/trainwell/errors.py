@@ -33,3 +33,14 @@ class TrainingError(TrainwellError):
     """Training started but could not go on (exit 1)."""
 
     exit_code = 1
+
+
+class Interrupted(TrainwellError):
+    """SIGTERM or Ctrl-C stopped ``fit()`` after a whole step; a checkpoint was written (exit 0)."""
+
+    exit_code = 0
+
+    def __init__(self, signal_name: str, checkpoint: object = None):
+        where = f"checkpoint saved to {checkpoint}" if checkpoint else "no run_dir, so no checkpoint was written"
+        super().__init__(f"interrupted by {signal_name} after a complete step; {where}")
+        self.checkpoint = checkpoint

@@ -6,15 +6,15 @@ when a checkpoint is written) whenever ``run_dir`` is given.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any, IO
+from typing import Any
 
 import torch
 
 from trainwell import checkpoint
 from trainwell.errors import ConfigError
+from trainwell.loggers import CsvLogger, JsonlLogger, TensorBoardLogger
 
 FINAL_WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "model-best.safetensors"
@@ -48,7 +48,9 @@ class RunDirectory:
         checkpoint_every_steps: int | None = None,
         keep_last: int = 3,
         log_every_steps: int = 50,
+        milestone_every_epochs: int | None = None,
         monitor: str = "eval_loss",
+        tensorboard: bool = True,
     ):
         if keep_last < 1:
             raise ConfigError(f"keep_checkpoints must be at least 1, got {keep_last}")
@@ -59,46 +61,63 @@ class RunDirectory:
         self.every = checkpoint_every_steps
         self.keep_last = keep_last
         self.log_every = log_every_steps
+        self.milestone_every = milestone_every_epochs
         self.monitor = monitor
+        self.tensorboard = tensorboard
         self.best_value = math.inf
         self.best_checkpoint: str | None = None
-        self._log: IO[str] | None = None
+        self.milestones: list[str] = []
+        self.loggers: list = []
 
     # -- events
 
     def on_fit_start(self, trainer: Any, **_: Any) -> None:
         ensure_writable(self.checkpoints)
-        self._log = self._reopen_log(trainer)
+        self.close()
+
+        def keep(record: dict) -> bool:  # what a resumed run will not write again
+            if record.get("kind") == "epoch":
+                return record["epoch"] <= trainer.epoch
+            return record.get("kind") == "start" or record.get("step", 0) <= trainer.step
+
+        self.loggers = [JsonlLogger(self.path / "metrics.jsonl", keep), CsvLogger(self.path / "epochs.csv", keep)]
+        if self.tensorboard:
+            self.loggers.append(TensorBoardLogger(self.path / "tensorboard", resume_step=trainer.step))
 
     def on_step_end(self, trainer: Any, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         if trainer.step % self.log_every == 0:
-            self.write({"step": trainer.step, "epoch": trainer.epoch + 1, "loss": float(loss),
-                        "grad_norm": float(grad_norm), "lr": trainer.optimizer.param_groups[0]["lr"]})
+            loss_value, norm_value = torch.stack([loss.float(), grad_norm.float()]).tolist()
+            self.log({"kind": "step", "step": trainer.step, "epoch": trainer.epoch + 1, "loss": loss_value,
+                      "grad_norm": norm_value, "lr": trainer.optimizer.param_groups[0]["lr"]}, trainer.step)
         if self.every and trainer.step % self.every == 0:
             self.save_checkpoint(trainer)
 
     def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         value = metrics.get(self.monitor)
         is_best = value is not None and value < self.best_value
-        self.write({"step": trainer.step, "epoch": trainer.epoch, "kind": "epoch", **metrics, "best": is_best})
+        self.log({"kind": "epoch", "step": trainer.step, "epoch": trainer.epoch, **metrics, "best": is_best},
+                 trainer.step)
+        name = _name(trainer.step)
         if is_best:
-            self.best_value = value
-            self.best_checkpoint = _name(trainer.step)
+            self.best_value, self.best_checkpoint = value, name
             save_weights(trainer.model, self.path / BEST_WEIGHTS)
+        if self.milestone_every and trainer.epoch % self.milestone_every == 0:
+            self.milestones.append(name)
         self.save_checkpoint(trainer)
 
     def on_fit_end(self, trainer: Any, history: dict) -> None:
         save_weights(trainer.model, self.path / FINAL_WEIGHTS)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     # -- files
 
-    def write(self, record: dict[str, Any]) -> None:
-        if self._log is not None:
-            self._log.write(json.dumps(record) + "\n")
-            self._log.flush()
+    def log(self, record: dict[str, Any], step: int) -> None:
+        for logger in self.loggers:
+            logger.log(record, step)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+        self.loggers = []
 
     def save_checkpoint(self, trainer: Any) -> Path:
         path = trainer.save_checkpoint(self.checkpoints / _name(trainer.step))
@@ -106,39 +125,22 @@ class RunDirectory:
         return path
 
     def _apply_retention(self) -> None:
-        """Keep the newest ``keep_last`` and the best; never delete the newest valid one."""
+        """Keep the newest ``keep_last``, the best and the milestones; delete the rest."""
         names = sorted(p.name for p in self.checkpoints.glob("*.ckpt"))
-        keep = set(names[-self.keep_last :]) | {self.best_checkpoint}
+        keep = set(names[-self.keep_last :]) | {self.best_checkpoint} | set(self.milestones)
         for name in names:
             if name not in keep:
                 for victim in (self.checkpoints / name, checkpoint.manifest_path(self.checkpoints / name)):
                     victim.unlink(missing_ok=True)
 
-    def _reopen_log(self, trainer: Any) -> IO[str]:
-        """Open metrics.jsonl for appending, dropping records a resumed run will write again."""
-        log_path = self.path / "metrics.jsonl"
-        if log_path.exists():
-            kept = [line for line in log_path.read_text().splitlines() if _still_valid(line, trainer)]
-            checkpoint.atomic_write(log_path, lambda f: f.write("".join(k + "\n" for k in kept).encode()))
-        return open(log_path, "a", encoding="utf-8")
-
     def state_dict(self) -> dict[str, Any]:
-        return {"best_value": self.best_value, "best_checkpoint": self.best_checkpoint}
+        return {"best_value": self.best_value, "best_checkpoint": self.best_checkpoint,
+                "milestones": list(self.milestones)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_value, self.best_checkpoint = state["best_value"], state["best_checkpoint"]
+        self.milestones = list(state["milestones"])
 
 
 def _name(step: int) -> str:
     return f"step-{step:09d}.ckpt"
-
-
-def _still_valid(line: str, trainer: Any) -> bool:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False  # a line cut short by a crash
-    if record.get("kind") == "epoch":
-        return record["epoch"] <= trainer.epoch
-    return record.get("step", 0) <= trainer.step
-

@@ -120,6 +120,7 @@ class ScheduleDriver:
         self.scheduler = scheduler
         self.optimizer = optimizer
         self.interval = interval
+        self.lr_scale = 1.0  # the health guard's back-off, applied on top of any schedule
         self.is_torch = isinstance(scheduler, (LRScheduler, ReduceLROnPlateau))
         if not self.is_torch and not callable(getattr(scheduler, "get_lr", None)):
             raise ConfigError(
@@ -129,7 +130,7 @@ class ScheduleDriver:
 
     def epoch_start(self, epoch: int) -> None:
         if not self.is_torch:
-            lr = float(self.scheduler.get_lr(epoch))
+            lr = float(self.scheduler.get_lr(epoch)) * self.lr_scale
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
@@ -144,12 +145,25 @@ class ScheduleDriver:
         elif self.interval == "epoch" and isinstance(self.scheduler, LRScheduler):
             self.scheduler.step()
 
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the learning rate from now on by ``factor``, whatever drives it."""
+        self.lr_scale *= factor
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+        if isinstance(self.scheduler, LRScheduler):
+            self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+            if isinstance(self.scheduler, OneCycleLR):
+                for group in self.optimizer.param_groups:
+                    for key in ("initial_lr", "max_lr", "min_lr"):
+                        group[key] *= factor
+
     def state_dict(self) -> dict:
-        return self.scheduler.state_dict() if self.is_torch else {}
+        return {"lr_scale": self.lr_scale, "scheduler": self.scheduler.state_dict() if self.is_torch else {}}
 
     def load_state_dict(self, state: dict) -> None:
+        self.lr_scale = state["lr_scale"]
         if self.is_torch:
-            self.scheduler.load_state_dict(state)
+            self.scheduler.load_state_dict(state["scheduler"])
 
 
 def default_interval(scheduler: Any) -> str:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+import resource
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -21,7 +25,7 @@ from torch import nn
 from trainwell import checkpoint
 from trainwell.checks import check_finite, check_labels, forward_with_shape_check
 from trainwell.data import InMemoryLoader, epoch_batches, num_batches
-from trainwell.errors import CheckpointError, ConfigError, DataError
+from trainwell.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainwellError
 from trainwell.events import Dispatcher, Event, SkipStep, StopTraining
 from trainwell.metrics import EpochMeter, classification_kind, correct_count
 from trainwell.runtime import autocast, check_precision, resolve_device, rng_state, seed_everything, set_rng_state
@@ -58,6 +62,8 @@ class Trainer:
         scheduler_interval: str | None = None,
         log_every_steps: int = 50,
         keep_checkpoints: int = 3,
+        health: Any = True,
+        grad_flow_every: int | None = 100,
         verbose: bool = False,
     ):
         self.device = resolve_device(device)
@@ -87,23 +93,39 @@ class Trainer:
         self.batches_per_epoch: int | None = None
         self._meter = EpochMeter(self.device)
         self._epoch_metrics: dict[str, float] = {}
-        self._schedule: ScheduleDriver | None = None
+        self.lr_schedule: ScheduleDriver | None = None
         self._pending_scheduler_state: dict | None = None
         self._resume_rng: dict | None = None
         self._kind: str | None = None
         self._checked = False
         self._dataset_labels: torch.Tensor | None = None
+        self.last_checkpoint: Path | None = None
+        self._interrupted: str | None = None
+        self._data_wait = 0.0
+        # Order matters: the guard sees a step first (it may veto it); the run directory goes
+        # last, so every other callback's state is current when it writes a checkpoint.
         callbacks = list(callbacks)
+        if health:
+            from trainwell.health import HealthGuard
+
+            callbacks.insert(0, health if isinstance(health, HealthGuard) else HealthGuard())
+        if grad_flow_every:
+            from trainwell.gradflow import GradientFlow
+
+            callbacks.append(GradientFlow(every=grad_flow_every))
         if verbose:
             from trainwell.console import ConsoleReporter
 
             callbacks.append(ConsoleReporter())
+        self.run_directory = None
         if self.run_dir is not None:
             from trainwell.rundir import RunDirectory
 
-            callbacks.append(RunDirectory(self.run_dir, checkpoint_every_steps, keep_checkpoints, log_every_steps))
+            self.run_directory = RunDirectory(self.run_dir, checkpoint_every_steps, keep_checkpoints, log_every_steps)
+            callbacks.append(self.run_directory)
         self.callbacks = callbacks
         self.events = Dispatcher(callbacks)
+        self._loggers = [cb for cb in callbacks if callable(getattr(cb, "log", None))]
 
     # ------------------------------------------------------------------ the loop
 
@@ -123,18 +145,30 @@ class Trainer:
         if resume is not None:
             self.resume(resume)
         self.stop_reason = None
+        started = time.perf_counter()
         self.events(Event.FIT_START, self, epochs=epochs, train_data=train_data, val_data=val_data)
-        while self.epoch < epochs and self.stop_reason is None:
-            self.train_epoch(train_data, accumulation_steps)
-            if val_data is not None:
-                self.evaluate(val_data)
-            monitored = self._epoch_metrics.get("eval_loss", self._epoch_metrics.get("train_loss"))
-            self._schedule.epoch_end(monitored)
-            try:
-                self.events(Event.EPOCH_END, self, metrics=dict(self._epoch_metrics))
-            except StopTraining as stop:
-                self.stop_reason = str(stop)
+        self.log(self._start_record(train_data))
+        try:
+            with _stop_on_signals(self):
+                while self.epoch < epochs and self.stop_reason is None:
+                    self.train_epoch(train_data, accumulation_steps)
+                    if val_data is not None:
+                        self.evaluate(val_data)
+                    monitored = self._epoch_metrics.get("eval_loss", self._epoch_metrics.get("train_loss"))
+                    self.lr_schedule.epoch_end(monitored)
+                    try:
+                        self.events(Event.EPOCH_END, self, metrics=dict(self._epoch_metrics))
+                    except StopTraining as stop:
+                        self.stop_reason = str(stop)
+        except _Interrupt as signal:
+            saved = self.run_directory.save_checkpoint(self) if self.run_directory else None
+            self._log_end(f"interrupted by {signal}", started)
+            raise Interrupted(str(signal), saved) from None
+        except TrainwellError as failure:
+            self._log_end(f"failed: {failure}", started)
+            raise
         self.events(Event.FIT_END, self, history=self.history)
+        self._log_end(self.stop_reason or "completed", started)
         return self.history
 
     def train_epoch(self, dataloader: Iterable, accumulation_steps: int = 1) -> float:
@@ -149,20 +183,23 @@ class Trainer:
         self.events(Event.EPOCH_START, self, epoch=self.epoch)
         schedule.epoch_start(self.epoch)
         lr = self.optimizer.param_groups[0]["lr"]
-        started = time.perf_counter()
+        started, self._data_wait = time.perf_counter(), 0.0
         batches = epoch_batches(dataloader, seed=self.data_seed, epoch=self.epoch, skip=self.position)
         if self._resume_rng is not None:  # skipping batches may have drawn from the global RNG
             set_rng_state(self._resume_rng)
             self._resume_rng = None
         if not self._checked:
             self._check_dataset(dataloader)
-        for window in _windows(batches, accumulation_steps):
+        for window in _windows(self._timed(batches), accumulation_steps):
             self._train_step(window)
+            if self._interrupted:
+                raise _Interrupt(self._interrupted)
         if self._meter.samples == 0:
             raise DataError("the training data is empty: it yielded no batches")
         elapsed = time.perf_counter() - started
         metrics = self._meter.result("train")
-        metrics.update(lr=lr, epoch_time=elapsed, samples_per_sec=self._meter.samples / max(elapsed, 1e-9))
+        metrics.update(lr=lr, epoch_time=elapsed, samples_per_sec=self._meter.samples / max(elapsed, 1e-9),
+                       data_wait_share=self._data_wait / max(elapsed, 1e-9), memory_bytes=_peak_memory(self.device))
         self._epoch_metrics = metrics
         self._record(metrics, learning_rates=lr)
         self.epoch, self.position = self.epoch + 1, 0
@@ -201,7 +238,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self._meter.add_step(grad_norm)
-        self._schedule.step_end()
+        self.lr_schedule.step_end()
         self.events(Event.STEP_END, self, loss=window_loss, grad_norm=grad_norm)
 
     @torch.no_grad()
@@ -216,7 +253,9 @@ class Trainer:
     @torch.no_grad()
     def test(self, dataloader: Iterable) -> dict[str, float]:
         """Final metrics on a held-out set: ``{"test_loss", "test_acc"?, "test_samples"}``; history untouched."""
-        return self._evaluate(dataloader, "test")
+        metrics = self._evaluate(dataloader, "test")
+        self.log({"kind": "test", **metrics})
+        return metrics
 
     @torch.no_grad()
     def predict(self, data: Any, batch_size: int = 1024) -> torch.Tensor:
@@ -234,6 +273,37 @@ class Trainer:
             outputs.append(getattr(out, "logits", out).float().cpu())
         self.model.train(was_training)
         return torch.cat(outputs) if outputs else torch.empty(0)
+
+    # ------------------------------------------------------------------ records
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Send one record (a dict with a ``kind``) to every logger among the callbacks."""
+        for logger in self._loggers:
+            logger.log(record, self.step)
+
+    def _start_record(self, train_data: Iterable) -> dict[str, Any]:
+        from trainwell import memory
+
+        example = train_data.tensors[0][: train_data.batch_size] if isinstance(train_data, InMemoryLoader) else None
+        return {"kind": "start", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(self.device),
+                "precision": self.precision, "step": self.step, "epoch": self.epoch,
+                "num_params": sum(p.numel() for p in self.model.parameters()),
+                "memory": memory.estimate(self.model, self.optimizer, example)}
+
+    def _log_end(self, status: str, started: float) -> None:
+        self.log({"kind": "end", "status": status, "epochs": self.epoch, "steps": self.step,
+                  "wall_time_s": round(time.perf_counter() - started, 3)})
+
+    def _timed(self, batches: Iterator) -> Iterator:
+        """The batches, adding the time spent waiting for each one to ``_data_wait``."""
+        while True:
+            waited = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self._data_wait += time.perf_counter() - waited
+            yield batch
 
     # ------------------------------------------------------------------ pieces of a step
 
@@ -330,8 +400,8 @@ class Trainer:
 
     def _ensure_schedule(self, dataloader: Iterable, epochs: int | None, accumulation_steps: int) -> ScheduleDriver:
         """Wrap the scheduler once; built-in names need the run's length, known to ``fit``."""
-        if self._schedule is not None:
-            return self._schedule
+        if self.lr_schedule is not None:
+            return self.lr_schedule
         spec, interval = self.scheduler, self.scheduler_interval
         if spec is None:
             spec, interval = build_schedule("constant", self.optimizer, total_steps=1, steps_per_epoch=1), "step"
@@ -347,11 +417,11 @@ class Trainer:
             spec = build_schedule(name, self.optimizer, total_steps=per_epoch * epochs,
                                   steps_per_epoch=per_epoch, options=options)
             interval = interval or ("epoch" if name == "plateau" else "step")
-        self._schedule = ScheduleDriver(spec, self.optimizer, interval or default_interval(spec))
+        self.lr_schedule = ScheduleDriver(spec, self.optimizer, interval or default_interval(spec))
         if self._pending_scheduler_state is not None:
-            self._schedule.load_state_dict(self._pending_scheduler_state)
+            self.lr_schedule.load_state_dict(self._pending_scheduler_state)
             self._pending_scheduler_state = None
-        return self._schedule
+        return self.lr_schedule
 
     # ------------------------------------------------------------------ state
 
@@ -369,7 +439,7 @@ class Trainer:
             },
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self._schedule.state_dict() if self._schedule else self._pending_scheduler_state,
+            "scheduler": self.lr_schedule.state_dict() if self.lr_schedule else self._pending_scheduler_state,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "callbacks": self.events.state_dict(),
             "rng": rng_state(),
@@ -385,8 +455,8 @@ class Trainer:
         _check_model_keys(self.model, state["model"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self._schedule is not None and state["scheduler"] is not None:
-            self._schedule.load_state_dict(state["scheduler"])
+        if self.lr_schedule is not None and state["scheduler"] is not None:
+            self.lr_schedule.load_state_dict(state["scheduler"])
         else:
             self._pending_scheduler_state = state["scheduler"]
         if self.scaler is not None and state["scaler"]:
@@ -407,6 +477,7 @@ class Trainer:
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         """Write the complete training state to ``path`` atomically (plus a size+sha256 manifest)."""
         written = checkpoint.save(self.state_dict(), path)
+        self.last_checkpoint = written
         self.events(Event.CHECKPOINT, self, path=written)
         return written
 
@@ -431,6 +502,38 @@ class Trainer:
             return None
         self.load_checkpoint(path)
         return path
+
+
+class _Interrupt(Exception):
+    """Internal: a signal arrived; unwinds to ``fit`` after the step in progress completed."""
+
+
+@contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGTERM/SIGINT ask for a clean stop after the current step; a second Ctrl-C aborts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        if trainer._interrupted:
+            raise KeyboardInterrupt
+        trainer._interrupted = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    trainer._interrupted = None
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _peak_memory(device: torch.device) -> int:
+    """Peak bytes so far: the GPU allocator's on CUDA, the process's resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _windows(batches: Iterator, size: int) -> Iterator[list]:

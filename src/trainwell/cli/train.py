@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trainwell.config import FIELDS, TrainConfig, validate
-from trainwell.errors import ConfigError, TrainwellError
+from trainwell.errors import ConfigError, Interrupted, TrainingError, TrainwellError
 
 RUNS = Path("runs")
 
@@ -102,6 +102,12 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None) -> int:
     started = time.perf_counter()
     try:
         trainer.fit(parts.train, parts.val, epochs=config.epochs, resume=resume, accumulation_steps=config.accumulate)
+    except Interrupted as e:
+        console.print(f"trainwell: {e}.\nResume with: trainwell train --resume {run_dir}")
+        return 0
+    except TrainingError as e:
+        print(f"trainwell: training stopped: {e}", file=sys.stderr)
+        return 1
     except TrainwellError:
         raise
     except Exception as e:  # a failure once training started: diagnose, point at the last good state

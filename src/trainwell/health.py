@@ -1,0 +1,157 @@
+"""The health guard: catch a bad step before it is applied, heal, and give up only with a diagnosis.
+
+Before each optimizer step it looks at the window's loss and the gradient norm:
+
+- non-finite loss or gradients, or a loss spike (far above the robust recent level),
+  -> the step is skipped (its gradients dropped);
+- if the weights themselves are damaged (non-finite), or the spike says the last
+  updates went wrong, -> the model and optimizer roll back to the last good snapshot;
+- the learning rate is backed off by ``lr_factor``;
+- more than ``max_interventions`` within ``window`` steps -> stop with a TrainingError
+  that says what happened, what was tried, and where the last good checkpoint is.
+
+Reading the loss costs one host sync per step; on a GPU that is the price of
+never applying a NaN update.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from typing import Any
+
+import torch
+
+from trainwell.errors import ConfigError, TrainingError
+from trainwell.events import SkipStep
+
+# A batch loss this many robust deviations above the recent median is not noise.
+SPIKE_MADS = 20.0
+# ...and it must also be this many times the median (tiny MADs late in training).
+SPIKE_RATIO = 8.0
+# Early on, before a window of history exists, only a jump this large counts.
+EARLY_SPIKE_RATIO = 20.0
+EARLY_HISTORY = 10
+
+
+class HealthGuard:
+    """Detects non-finite values and loss spikes before each step; skips, rolls back, backs off, or stops."""
+
+    def __init__(
+        self,
+        lr_factor: float = 0.5,
+        max_interventions: int = 5,
+        window: int = 200,
+        snapshot_every: int = 100,
+        history: int = 100,
+    ):
+        if not 0 < lr_factor <= 1:
+            raise ConfigError(f"lr_factor must be in (0, 1], got {lr_factor}")
+        if max_interventions < 1 or window < 1 or snapshot_every < 1:
+            raise ConfigError("max_interventions, window and snapshot_every must be at least 1")
+        self.lr_factor = lr_factor
+        self.max_interventions = max_interventions
+        self.window = window
+        self.snapshot_every = snapshot_every
+        self.losses: deque[float] = deque(maxlen=history)
+        self.interventions: list[dict[str, Any]] = []
+        self.snapshot: dict[str, Any] | None = None
+        self.snapshot_step = 0
+
+    # -- events
+
+    def on_fit_start(self, trainer: Any, **_: Any) -> None:
+        if self.snapshot is None:
+            self._take_snapshot(trainer)
+
+    def on_before_step(self, trainer: Any, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        loss_value, norm_value = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
+        cause = self._diagnose(loss_value, norm_value)
+        if cause is None:
+            self.losses.append(loss_value)
+            return
+        self._intervene(trainer, cause, spike=cause.startswith("loss spike"))
+        raise SkipStep(cause)
+
+    def on_step_end(self, trainer: Any, **_: Any) -> None:
+        if trainer.step - self.snapshot_step >= self.snapshot_every:
+            self._take_snapshot(trainer)
+
+    # -- decisions
+
+    def _diagnose(self, loss: float, grad_norm: float) -> str | None:
+        if not math.isfinite(loss):
+            return f"non-finite loss ({loss})"
+        if not math.isfinite(grad_norm):
+            return f"non-finite gradients (norm {grad_norm})"
+        if not self.losses:
+            return None
+        median = statistics.median(self.losses)
+        if len(self.losses) < EARLY_HISTORY:
+            threshold = EARLY_SPIKE_RATIO * median
+        else:
+            mad = statistics.median(abs(x - median) for x in self.losses) * 1.4826
+            threshold = max(median + SPIKE_MADS * mad, SPIKE_RATIO * median)
+        if median > 0 and loss > threshold:
+            return f"loss spike ({loss:.4g}, {loss / median:.1f}x the recent median {median:.4g})"
+        return None
+
+    def _intervene(self, trainer: Any, cause: str, spike: bool) -> None:
+        damaged = not all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
+        actions = ["skipped the step"]
+        if (damaged or spike) and self.snapshot is not None:
+            trainer.model.load_state_dict(self.snapshot["model"])
+            trainer.optimizer.load_state_dict(self.snapshot["optimizer"])
+            actions.append(f"rolled back to step {self.snapshot_step}")
+        trainer.lr_schedule.scale_lr(self.lr_factor)
+        lr_after = trainer.optimizer.param_groups[0]["lr"]
+        actions.append(f"backed the learning rate off to {lr_after:.3g}")
+        record = {"step": trainer.step, "epoch": trainer.epoch + 1, "cause": cause,
+                  "action": ", ".join(actions), "lr_after": lr_after}
+        self.interventions.append(record)
+        trainer.log({"kind": "intervention", **record})
+        recent = [r for r in self.interventions if r["step"] > trainer.step - self.window]
+        if len(recent) > self.max_interventions:
+            raise TrainingError(self._give_up_message(trainer, recent))
+
+    def _give_up_message(self, trainer: Any, recent: list[dict[str, Any]]) -> str:
+        first_lr = recent[0]["lr_after"] / self.lr_factor
+        causes = sorted({r["cause"].split(" (")[0] for r in recent})
+        return (
+            f"the run is not healthy: {len(recent)} interventions within {self.window} steps "
+            f"(step {recent[0]['step']} to {recent[-1]['step']}: {', '.join(causes)}), even after backing the "
+            f"learning rate off from {first_lr:.3g} to {recent[-1]['lr_after']:.3g}. The learning rate is probably "
+            "too high (or the data holds bad values); try a lower --lr, --clip 1.0, or a warmup. "
+            f"Last good checkpoint: {trainer.last_checkpoint or 'none written'}"
+        )
+
+    def _take_snapshot(self, trainer: Any) -> None:
+        """Copy the model and optimizer state: the 'last good state' a rollback returns to."""
+        self.snapshot = {
+            "model": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+            "optimizer": _clone(trainer.optimizer.state_dict()),
+        }
+        self.snapshot_step = trainer.step
+
+    # -- state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"losses": list(self.losses), "interventions": list(self.interventions),
+                "snapshot": self.snapshot, "snapshot_step": self.snapshot_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.losses.clear()
+        self.losses.extend(state["losses"])
+        self.interventions = list(state["interventions"])
+        self.snapshot, self.snapshot_step = state["snapshot"], state["snapshot_step"]
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value

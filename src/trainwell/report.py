@@ -1,0 +1,387 @@
+"""``report.html``: one self-contained page per run that opens offline, with no server.
+
+Plots are matplotlib SVG inlined in the page (text kept as text, ``svg.fonttype: none``),
+styles sit in one ``<style>`` tag, and there is no JavaScript: the file can be mailed,
+archived or opened from a laptop with no network. Every section degrades to a short
+"not recorded" note when the run did not log what it needs.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from trainwell.runs import Run, load_run
+from trainwell.verdict import DATA_WAIT_SHARE, Finding, diagnose, of_kind
+
+MAX_POINTS = 2000  # per plotted line: keeps a long run's report small
+MAX_HEATMAP_COLUMNS = 300
+LOG_SCALE_SPAN = 20  # a series spanning more than this factor is drawn on a log axis  # per-layer records shown in the gradient-flow heatmap
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0 auto;
+       max-width: 1180px; padding: 24px; color: #1d232b; background: #fff; line-height: 1.45; }
+h1 { margin-bottom: 0; } h2 { margin-top: 2em; border-bottom: 1px solid #d8dee4; padding-bottom: 4px; }
+.sub { color: #57606a; margin-top: 4px; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 16px; }
+.card { border: 1px solid #d8dee4; border-radius: 8px; padding: 10px 16px; min-width: 140px; }
+.card .v { font-size: 1.5em; font-weight: 600; } .card .k { color: #57606a; font-size: 0.9em; }
+.finding { border-left: 6px solid; border-radius: 4px; padding: 8px 14px; margin: 10px 0; background: #f6f8fa; }
+.finding.ok { border-color: #2da44e; } .finding.warning { border-color: #d4a72c; }
+.finding.problem { border-color: #cf222e; } .finding h3 { margin: 0 0 4px 0; font-size: 1.05em; }
+.finding p { margin: 4px 0; }
+.badge { font-size: 0.8em; text-transform: uppercase; letter-spacing: 0.05em; margin-right: 6px; }
+.warn { color: #cf222e; font-weight: 600; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 0.92em; }
+th, td { border: 1px solid #d8dee4; padding: 4px 10px; text-align: left; }
+th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+svg { max-width: 100%; height: auto; display: block; }
+.note { color: #57606a; font-style: italic; }
+"""
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """(Re)build ``run_dir/report.html`` from the run's files; returns its path."""
+    run = load_run(run_dir)
+    out = run.path / "report.html"
+    out.write_text(render(run), encoding="utf-8")
+    return out
+
+
+def render(run: Run) -> str:
+    """The whole report page for ``run``."""
+    findings = diagnose(run.records, run.config)
+    sections = [
+        ("Health verdict", _verdict_html(findings)),
+        ("Learning curves", _learning_curves(run)),
+        ("Loss, learning rate and gradient norm over the steps", _steps(run)),
+        ("Gradient flow per layer", _layer_flow(run)),
+        ("Throughput and data loading", _throughput(run)),
+        ("Memory", _memory(run)),
+        ("Health-guard interventions", _interventions(run)),
+        ("Epochs", _epoch_table(run)),
+        ("Final test metrics", _test_table(run)),
+        ("Resolved config", html_table(["key", "value"], [[k, v] for k, v in run.config.items()])
+         if run.config else _note("Not recorded: config.yaml was not found.")),
+    ]
+    body = [f"<h1>{_e(run.recipe)} run: {_e(run.status)}</h1>",
+            f"<p class='sub'>{_e(run.date)} &middot; {_e(str(run.path))}</p>", _headline(run)]
+    body += [f"<section><h2>{_e(title)}</h2>\n{content}</section>" for title, content in sections]
+    return page(f"trainwell report: {run.recipe} ({run.name})", "\n".join(body))
+
+
+def page(title: str, body: str) -> str:
+    """A complete HTML document: inline CSS, no scripts, nothing fetched."""
+    return (f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
+            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n"
+            f"<p class='note'>Written by trainwell; this file is self-contained and works offline.</p>\n"
+            f"</body>\n</html>\n")
+
+
+def html_table(header: list[str], rows: list[list[Any]]) -> str:
+    """An escaped HTML table; numbers are right-aligned and shown to 4 significant digits."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    lines = []
+    for row in rows:
+        cells = "".join(f"<td class='num'>{_e(_fmt(c))}</td>" if isinstance(c, (int, float)) and not isinstance(c, bool)
+                        else f"<td>{_e(_fmt(c))}</td>" for c in row)
+        lines.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+
+
+def figure_svg(fig: Any, salt: str) -> str:
+    """The figure as an inline ``<svg>`` element (no XML prologue, DOCTYPE or metadata).
+
+    ``salt`` keeps the SVG ids of each plot on the page distinct.
+    """
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):  # text stays text
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    return _inline(buffer.getvalue())
+
+
+def new_figure(width: float, height: float) -> Any:
+    """A pyplot-free figure (headless, leaves the user's backend alone)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def overlay_svg(runs: list[Run]) -> str:
+    """Loss (train dashed, validation solid) and accuracy per epoch of several runs on shared axes."""
+    with_epochs = [r for r in runs if r.epochs]
+    if not with_epochs:
+        return _note("Not recorded: none of these runs finished an epoch.")
+    has_acc = any("train_acc" in e or "eval_acc" in e for r in with_epochs for e in r.epochs)
+    fig = new_figure(12 if has_acc else 7, 4.5)
+    axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
+    for i, run in enumerate(with_epochs):
+        color = f"C{i % 10}"
+        for j, (key, style, label) in enumerate((("train", "--", "train"), ("eval", "-", "validation"))):
+            for ax, metric, scale in ((axes[0], "loss", 1),) + (((axes[1], "acc", 100),) if has_acc else ()):
+                points = [(e["epoch"], scale * e[f"{key}_{metric}"]) for e in run.epochs if f"{key}_{metric}" in e]
+                if points:
+                    ax.plot(*zip(*points), style, color=color, marker="o" if len(points) < 20 else None,
+                            label=f"{run.name} {label}")
+    for ax, title in zip(axes, ("Loss", "Accuracy (%)")):
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return figure_svg(fig, "overlay")
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _headline(run: Run) -> str:
+    test, best, start = run.test(), run.best(), run.last("start")
+    cards = []
+    if "test_acc" in test:
+        cards.append(("test accuracy", f"{test['test_acc']:.2%}"))
+    if "test_loss" in test:
+        cards.append(("test loss", f"{test['test_loss']:.4g}"))
+    if best:
+        text = f"{best['eval_acc']:.2%}" if "eval_acc" in best else f"{best['eval_loss']:.4g}"
+        cards.append((f"best validation (epoch {best['epoch']})", text))
+    cards.append(("epochs / steps", f"{run.num_epochs} / {run.num_steps}"))
+    if (wall := run.wall_time()) is not None:
+        cards.append(("wall time", f"{wall:.1f} s" if wall < 120 else f"{wall / 60:.1f} min"))
+    if (rate := run.throughput()) is not None:
+        cards.append(("throughput", f"{rate:,.0f} samples/s"))
+    if "num_params" in start:
+        cards.append(("parameters", f"{start['num_params']:,}"))
+    if "device" in start:
+        cards.append(("device / precision", f"{start['device']} / {start.get('precision', '?')}"))
+    return "<div class='cards'>" + "".join(
+        f"<div class='card'><div class='v'>{_e(v)}</div><div class='k'>{_e(k)}</div></div>" for k, v in cards
+    ) + "</div>"
+
+
+def _verdict_html(findings: list[Finding]) -> str:
+    return "\n".join(
+        f"<div class='finding {_e(f.severity)}'><h3><span class='badge'>{_e(f.severity)}</span>{_e(f.title)}</h3>"
+        f"<p>{_e(f.evidence)}</p><p><b>Next step:</b> {_e(f.suggestion)}</p></div>" for f in findings
+    )
+
+
+def _learning_curves(run: Run) -> str:
+    """Seed 004's plot, drawn by ``plot_learning_curves`` itself so the two never differ."""
+    from trainwell.plotting import plot_learning_curves
+
+    epochs = [e for e in run.epochs if "train_loss" in e]
+    if not epochs:
+        return _note("Not recorded: no epoch has finished, so there are no learning curves yet.")
+    history = {k: [e[k] for e in epochs] for k in ("train_loss", "eval_loss", "train_acc", "eval_acc")
+               if all(k in e for e in epochs)}
+    import matplotlib
+
+    with tempfile.TemporaryDirectory() as tmp, matplotlib.rc_context({"svg.hashsalt": "curves"}):
+        result = plot_learning_curves(history, Path(tmp) / "curves.svg")
+        svg = Path(tmp, "curves.svg").read_text(encoding="utf-8")
+    svg = _inline(svg)
+    note = ""
+    if result["overfitting"]:
+        note = (f"<p class='warn'>Warning: possible overfitting: validation loss has been rising since epoch "
+                f"{result['best_epoch']} while training loss kept falling.</p>")
+    elif result["best_epoch"] is not None:
+        note = f"<p>Best epoch (lowest validation loss): {result['best_epoch']}.</p>"
+    return svg + note
+
+
+def _steps(run: Run) -> str:
+    points = sorted({r["step"]: r for r in of_kind(run.records, "step") + run.epochs if "step" in r}.items())
+    steps = [r for _, r in points]
+    loss = [(r["step"], r["loss"]) for r in steps if _finite(r.get("loss"))]
+    loss = loss or [(r["step"], r["train_loss"]) for r in steps if _finite(r.get("train_loss"))]
+    lr = [(r["step"], r["lr"]) for r in steps if _finite(r.get("lr"))]
+    grad = [(r["step"], r["grad_norm"]) for r in of_kind(run.records, "step") if _finite(r.get("grad_norm"))]
+    grad_max = [(r["step"], r["grad_norm_max"]) for r in run.epochs if _finite(r.get("grad_norm_max"))]
+    if not (loss or lr or grad or grad_max):
+        return _note("Not recorded: no step or epoch records yet.")
+    interventions = [r["step"] for r in of_kind(run.records, "intervention") if "step" in r]
+    fig = new_figure(13, 3.6)
+    axes = fig.subplots(1, 3)
+    panels = ((axes[0], "Training loss", [(loss, "loss", "-")], True),
+              (axes[1], "Learning rate", [(lr, "lr", "-")], False),
+              (axes[2], "Gradient norm (before clipping)", [(grad, "logged step", "-"), (grad_max, "epoch max", ":")],
+               True))
+    for ax, title, series, log in panels:
+        for data, label, style in series:
+            if data:
+                ax.plot(*zip(*_thin(data)), style, label=label, marker="o" if len(data) < 20 else None)
+        values = [v for data, _, _ in series for _, v in data if v > 0]
+        if log and values and max(values) > LOG_SCALE_SPAN * min(values):
+            ax.set_yscale("log")
+        elif not log:
+            ax.set_ylim(bottom=0)  # a constant learning rate reads as constant, not as noise
+        for i, step in enumerate(interventions):
+            ax.axvline(step, color="red", alpha=0.5, linewidth=1, label="intervention" if i == 0 else None)
+        ax.set(title=title, xlabel="optimizer step")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0] and (len(series) > 1 or interventions):
+            ax.legend(fontsize=8)
+    caption = "" if grad else _note("Per-step gradient norms were not recorded; the epoch maxima are shown where available.")
+    return figure_svg(fig, "steps") + caption
+
+
+def _layer_flow(run: Run) -> str:
+    import numpy as np
+
+    records = [r for r in of_kind(run.records, "layers") if isinstance(r.get("layers"), dict) and r["layers"]]
+    if not records:
+        return _note("Not recorded: this run logged no per-layer gradient norms.")
+    names = list(dict.fromkeys(n for r in records for n in r["layers"]))
+    if len(records) > MAX_HEATMAP_COLUMNS:
+        records = [records[int(i)] for i in np.linspace(0, len(records) - 1, MAX_HEATMAP_COLUMNS)]
+    grid = np.full((len(names), len(records)), np.nan)
+    for j, record in enumerate(records):
+        for i, name in enumerate(names):
+            value = (record["layers"].get(name) or {}).get("grad_norm")
+            if _finite(value) and value > 0:
+                grid[i, j] = math.log10(value)
+    last = records[-1]["layers"]
+    ratios = [(n, last[n]["update_ratio"]) for n in names if _finite((last.get(n) or {}).get("update_ratio"))
+              and last[n]["update_ratio"] > 0]
+    fig = new_figure(13, 1.2 + 0.28 * len(names))
+    axes = fig.subplots(1, 2, width_ratios=(3, 1.2)) if ratios else [fig.subplots()]
+    steps = [r.get("step", j) for j, r in enumerate(records)]
+    image = axes[0].imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis",
+                           extent=(steps[0], steps[-1], len(names) - 0.5, -0.5))
+    axes[0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0].set(title="log10 gradient norm per layer", xlabel="optimizer step")
+    fig.colorbar(image, ax=axes[0], label="log10 grad norm")
+    if ratios:
+        axes[1].barh([n for n, _ in ratios], [v for _, v in ratios], color="C1")
+        axes[1].set_xscale("log")
+        axes[1].axvline(1e-3, color="green", linestyle="--", label="~1e-3 is typical")
+        axes[1].invert_yaxis()
+        axes[1].set(title=f"update / weight ratio at step {records[-1].get('step', '?')}")
+        axes[1].tick_params(axis="y", labelsize=8)
+        axes[1].legend(fontsize=8)
+    return (figure_svg(fig, "layers") + "<p>Dark rows are layers whose gradients vanish; bright spikes are explosions. "
+            "Gaps are steps where a layer's gradient was zero or not finite.</p>")
+
+
+def _throughput(run: Run) -> str:
+    epochs = [e for e in run.epochs if _finite(e.get("samples_per_sec"))]
+    if not epochs:
+        return _note("Not recorded: this run logged no throughput.")
+    waits = [(e["epoch"], 100 * e["data_wait_share"]) for e in run.epochs if _finite(e.get("data_wait_share"))]
+    from matplotlib.ticker import MaxNLocator
+
+    fig = new_figure(7, 3.4)
+    ax = fig.subplots()
+    ax.bar([e["epoch"] for e in epochs], [e["samples_per_sec"] for e in epochs], color="C0", alpha=0.8,
+           label="samples/s")
+    ax.set(title="Training throughput per epoch", xlabel="epoch", ylabel="samples / s")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, axis="y", alpha=0.3)
+    if waits:
+        twin = ax.twinx()
+        twin.plot(*zip(*waits), "o-", color="C3", label="data wait (% of step time)")
+        twin.axhline(100 * DATA_WAIT_SHARE, color="C3", linestyle=":", alpha=0.6)
+        twin.set(ylabel="time waiting for data (%)", ylim=(0, 100))
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    note = "" if waits else _note("Data-wait share: not recorded for this run.")
+    return figure_svg(fig, "throughput") + note
+
+
+def _memory(run: Run) -> str:
+    estimate = run.last("start").get("memory") or {}
+    parts = [(k.replace("_", " "), estimate[k]) for k in ("parameters", "gradients", "optimizer_state", "activations")
+             if _finite(estimate.get(k))]
+    measured = [e["memory_bytes"] for e in run.epochs if _finite(e.get("memory_bytes"))]
+    if not parts and not measured:
+        return _note("Not recorded: this run logged no memory estimate or measurement.")
+    fig = new_figure(9, 2.2)
+    ax = fig.subplots()
+    left = 0.0
+    for i, (name, size) in enumerate(parts):
+        ax.barh(0, size / 2**20, left=left, color=f"C{i}", label=f"{name} {size / 2**20:.1f} MB")
+        left += size / 2**20
+    if measured:
+        ax.axvline(max(measured) / 2**20, color="black", linestyle="--",
+                   label=f"measured peak {max(measured) / 2**20:.1f} MB")
+    ax.set(yticks=[], xlabel="MB", title="Training memory: estimate before training" + (", measured peak" if measured else ""))
+    fig.legend(loc="outside right center", fontsize=8)
+    total = f"<p>Estimated total {estimate['total'] / 2**20:.1f} MB.</p>" if _finite(estimate.get("total")) else ""
+    return figure_svg(fig, "memory") + total + ("" if measured else _note("Measured peak memory: not recorded."))
+
+
+def _interventions(run: Run) -> str:
+    records = of_kind(run.records, "intervention")
+    if not records:
+        return "<p>None: the health guard had nothing to fix (or was not recording).</p>"
+    return html_table(["step", "epoch", "cause", "action", "learning rate after"],
+                      [[r.get("step"), r.get("epoch"), r.get("cause"), r.get("action"), r.get("lr_after")]
+                       for r in records])
+
+
+def _epoch_table(run: Run) -> str:
+    if not run.epochs:
+        return _note("Not recorded: no epoch has finished.")
+    columns = [("epoch", "epoch"), ("train_loss", "train loss"), ("train_acc", "train acc"),
+               ("eval_loss", "val loss"), ("eval_acc", "val acc"), ("lr", "lr"), ("epoch_time", "time (s)"),
+               ("samples_per_sec", "samples/s"), ("best", "best")]
+    columns = [(k, label) for k, label in columns if any(k in e for e in run.epochs)]
+    rows = [[("yes" if e.get(k) else "") if k == "best" else _pct(k, e.get(k)) for k, _ in columns]
+            for e in run.epochs]
+    return html_table([label for _, label in columns], rows)
+
+
+def _test_table(run: Run) -> str:
+    test = run.test()
+    if not test:
+        return _note("Not recorded: no test-set evaluation.")
+    labels = {"test_loss": "loss", "test_acc": "accuracy", "test_samples": "samples"}
+    return html_table(["metric", "value"], [[labels[k], _pct(k, v)] for k, v in test.items()])
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """At most MAX_POINTS evenly spaced points, the last one always kept."""
+    if len(points) <= MAX_POINTS:
+        return points
+    stride = math.ceil(len(points) / MAX_POINTS)
+    return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
+
+
+def _pct(key: str, value: Any) -> Any:
+    return f"{value:.2%}" if key.endswith("_acc") and _finite(value) else value
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    return str(value)
+
+
+def _note(text: str) -> str:
+    return f"<p class='note'>{_e(text)}</p>"
+
+
+def _inline(svg: str) -> str:
+    """An SVG file's text reduced to its ``<svg>`` element, ready to sit inside HTML."""
+    svg = svg[svg.index("<svg"):]
+    return re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

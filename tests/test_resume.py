@@ -1,0 +1,164 @@
+"""Exact, crash-safe resume: SIGKILL at a random moment, truncated checkpoints, SIGTERM,
+a full disk, a malicious pickle, and a checkpoint from another model."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import trainwell as tw
+from trainwell import checkpoint
+from resume_harness import bitwise_equal, final_weights, kill_at_random, run_job, truncate_newest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Final weights of uninterrupted runs, per variant (computed once)."""
+    root = tmp_path_factory.mktemp("reference")
+    cache: dict = {}
+
+    def get(variant: str) -> dict:
+        if variant not in cache:
+            run_job(root / variant, variant)
+            cache[variant] = final_weights(root / variant)
+        return cache[variant]
+
+    return get
+
+
+@pytest.mark.parametrize("variant", ["inmemory", "workers", "accumulate"])
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path: Path, references, variant: str) -> None:
+    present = kill_at_random(tmp_path / "run", variant, random.Random(variant), step_sleep=0.01)
+    assert present > 0, "the job finished before it could be killed; slow it down"
+    run_job(tmp_path / "run", variant)
+    assert bitwise_equal(final_weights(tmp_path / "run"), references(variant))
+
+
+def test_truncated_checkpoint_is_skipped_and_resume_stays_exact(tmp_path: Path, references) -> None:
+    run_dir = tmp_path / "run"
+    present = kill_at_random(run_dir, "dropout", random.Random(3), step_sleep=0.01, min_checkpoints=2)
+    assert present >= 2
+    newest = truncate_newest(run_dir)
+    assert "truncated" in checkpoint.verify(newest)
+    result = subprocess.run([sys.executable, str(Path(__file__).with_name("resume_job.py")), str(run_dir), "dropout"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"skipping checkpoint {newest}" in result.stderr
+    assert bitwise_equal(final_weights(run_dir), references("dropout"))
+
+
+def test_sigterm_stops_within_a_step_and_resume_continues_exactly(tmp_path: Path, references) -> None:
+    run_dir = tmp_path / "run"
+    job = Path(__file__).with_name("resume_job.py")
+    process = subprocess.Popen([sys.executable, str(job), str(run_dir), "steplr", "--step-sleep", "0.02"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not any((run_dir / "checkpoints").glob("*.manifest.json")):
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.01)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert time.monotonic() - sent < 5
+    assert "interrupted by SIGTERM" in out and "checkpoint saved to" in out
+    run_job(run_dir, "steplr")
+    assert bitwise_equal(final_weights(run_dir), references("steplr"))
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line).get("kind") == "step"]
+    assert steps == sorted(set(steps)), "a resumed run must not duplicate step records"
+
+
+def _tiny_trainer(run_dir: Path | None = None, width: int = 8, **options) -> tuple[tw.Trainer, tw.InMemoryLoader]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 2))
+    data = tw.InMemoryLoader(torch.randn(64, 4), torch.randint(0, 2, (64,)), batch_size=16)
+    trainer = tw.Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                         device="cpu", seed=0, run_dir=run_dir, **options)
+    return trainer, data
+
+
+def test_malicious_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"trainer": {}, "payload": Payload()}, evil)
+    trainer, _ = _tiny_trainer()
+    with pytest.raises(tw.CheckpointError, match="could run code"):
+        trainer.load_checkpoint(evil)
+    assert not marker.exists()
+
+
+def test_checkpoint_from_a_different_model_names_the_keys(tmp_path: Path) -> None:
+    small, data = _tiny_trainer()
+    small.train_epoch(data)
+    small.save_checkpoint(tmp_path / "small.ckpt")
+    wide, _ = _tiny_trainer(width=16)
+    with pytest.raises(tw.CheckpointError, match=r"different model.*0\.weight \(8, 4\) vs \(16, 4\)"):
+        wide.load_checkpoint(tmp_path / "small.ckpt")
+
+
+def test_disk_full_while_checkpointing_fails_clearly_and_keeps_the_previous(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_resume import _tiny_trainer
+        import trainwell as tw
+        trainer, data = _tiny_trainer({str(tmp_path / 'run')!r}, checkpoint_every_steps=2)
+        trainer.fit(data, epochs=1)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))  # logs fit, a checkpoint does not
+        try:
+            trainer.fit(data, epochs=2)
+        except tw.CheckpointError as e:
+            print(e)
+            sys.exit(1)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "could not write checkpoint" in result.stdout and "File too large" in result.stdout
+    good = sorted((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    assert good and all(checkpoint.verify(p) is None for p in good)
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp")), "temporary files must be cleaned up"
+    resumed, data = _tiny_trainer(tmp_path / "run")
+    assert resumed.resume("auto") == good[-1]
+    assert resumed.step == 4
+
+
+def test_retention_keeps_last_best_and_milestones(tmp_path: Path) -> None:
+    trainer, data = _tiny_trainer(tmp_path / "run", checkpoint_every_steps=1, keep_checkpoints=2)
+    trainer.run_directory.milestone_every = 2
+    trainer.fit(data, data, epochs=4)
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    rundir = trainer.run_directory
+    assert names[-2:] == ["step-000000015.ckpt", "step-000000016.ckpt"]
+    assert rundir.best_checkpoint in names
+    assert {"step-000000008.ckpt", "step-000000016.ckpt"} <= set(names)
+    assert len(names) <= 2 + 1 + 2
+
+
+def test_final_weights_load_without_trainwell(tmp_path: Path) -> None:
+    trainer, data = _tiny_trainer(tmp_path / "run")
+    trainer.fit(data, data, epochs=2)
+    script = (f"import sys; sys.modules['trainwell'] = None\n"
+              f"from safetensors.torch import load_file\n"
+              f"print(sorted(load_file({str(tmp_path / 'run' / 'model.safetensors')!r})))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "0.weight" in result.stdout
