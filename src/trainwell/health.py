@@ -6,7 +6,8 @@ Before each optimizer step it looks at the window's loss and the gradient norm:
   -> the step is skipped (its gradients dropped);
 - if the weights themselves are damaged (non-finite), or the spike says the last
   updates went wrong, -> the model and optimizer roll back to the last good snapshot;
-- the learning rate is backed off by ``lr_factor``;
+- the learning rate is backed off by ``lr_factor``, then eases back to its schedule over
+  ``recovery_steps`` quiet steps (a one-off bad batch should not slow the whole run);
 - more than ``max_interventions`` within ``window`` steps -> stop with a TrainingError
   that says what happened, what was tried, and where the last good checkpoint is.
 
@@ -44,16 +45,18 @@ class HealthGuard:
         max_interventions: int = 5,
         window: int = 200,
         snapshot_every: int = 100,
+        recovery_steps: int = 100,
         history: int = 100,
     ):
         if not 0 < lr_factor <= 1:
             raise ConfigError(f"lr_factor must be in (0, 1], got {lr_factor}")
-        if max_interventions < 1 or window < 1 or snapshot_every < 1:
-            raise ConfigError("max_interventions, window and snapshot_every must be at least 1")
+        if min(max_interventions, window, snapshot_every, recovery_steps) < 1:
+            raise ConfigError("max_interventions, window, snapshot_every and recovery_steps must be at least 1")
         self.lr_factor = lr_factor
         self.max_interventions = max_interventions
         self.window = window
         self.snapshot_every = snapshot_every
+        self.recovery_rate = (1 / lr_factor) ** (1 / recovery_steps)
         self.losses: deque[float] = deque(maxlen=history)
         self.interventions: list[dict[str, Any]] = []
         self.snapshot: dict[str, Any] | None = None
@@ -75,6 +78,9 @@ class HealthGuard:
         raise SkipStep(cause)
 
     def on_step_end(self, trainer: Any, **_: Any) -> None:
+        schedule = trainer.lr_schedule
+        if schedule.lr_scale < 1:  # ease a back-off out, one quiet step at a time
+            schedule.scale_lr(min(1.0, schedule.lr_scale * self.recovery_rate) / schedule.lr_scale)
         if trainer.step - self.snapshot_step >= self.snapshot_every:
             self._take_snapshot(trainer)
 
@@ -101,8 +107,11 @@ class HealthGuard:
         damaged = not all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
         actions = ["skipped the step"]
         if (damaged or spike) and self.snapshot is not None:
+            lrs = [group["lr"] for group in trainer.optimizer.param_groups]
             trainer.model.load_state_dict(self.snapshot["model"])
             trainer.optimizer.load_state_dict(self.snapshot["optimizer"])
+            for group, lr in zip(trainer.optimizer.param_groups, lrs):  # earlier back-offs stay
+                group["lr"] = lr
             actions.append(f"rolled back to step {self.snapshot_step}")
         trainer.lr_schedule.scale_lr(self.lr_factor)
         lr_after = trainer.optimizer.param_groups[0]["lr"]

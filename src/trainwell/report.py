@@ -186,22 +186,18 @@ def _learning_curves(run: Run) -> str:
         result = plot_learning_curves(history, Path(tmp) / "curves.svg")
         svg = Path(tmp, "curves.svg").read_text(encoding="utf-8")
     svg = _inline(svg)
-    note = ""
-    if result["overfitting"]:
-        note = (f"<p class='warn'>Warning: possible overfitting: validation loss has been rising since epoch "
-                f"{result['best_epoch']} while training loss kept falling.</p>")
-    elif result["best_epoch"] is not None:
-        note = f"<p>Best epoch (lowest validation loss): {result['best_epoch']}.</p>"
-    return svg + note
+    if result["best_epoch"] is None:
+        return svg + _note("No validation loss recorded: no best epoch to mark.")
+    return svg + f"<p>Best epoch (lowest validation loss): {result['best_epoch']}.</p>"
 
 
 def _steps(run: Run) -> str:
-    points = sorted({r["step"]: r for r in of_kind(run.records, "step") + run.epochs if "step" in r}.items())
-    steps = [r for _, r in points]
-    loss = [(r["step"], r["loss"]) for r in steps if _finite(r.get("loss"))]
-    loss = loss or [(r["step"], r["train_loss"]) for r in steps if _finite(r.get("train_loss"))]
-    lr = [(r["step"], r["lr"]) for r in steps if _finite(r.get("lr"))]
-    grad = [(r["step"], r["grad_norm"]) for r in of_kind(run.records, "step") if _finite(r.get("grad_norm"))]
+    # Step records where logged; an epoch record's values are epoch means (loss) or the
+    # epoch's starting value (lr), so they only stand in when no step was logged.
+    steps = [r for r in of_kind(run.records, "step") if _finite(r.get("step"))]
+    loss = _series(steps, "loss") or _series(run.epochs, "train_loss")
+    lr = _series(steps, "lr") or _series(run.epochs, "lr")
+    grad = _series(steps, "grad_norm")
     grad_max = [(r["step"], r["grad_norm_max"]) for r in run.epochs if _finite(r.get("grad_norm_max"))]
     if not (loss or lr or grad or grad_max):
         return _note("Not recorded: no step or epoch records yet.")
@@ -297,22 +293,31 @@ def _memory(run: Run) -> str:
     estimate = run.last("start").get("memory") or {}
     parts = [(k.replace("_", " "), estimate[k]) for k in ("parameters", "gradients", "optimizer_state", "activations")
              if _finite(estimate.get(k))]
-    measured = [e["memory_bytes"] for e in run.epochs if _finite(e.get("memory_bytes"))]
+    measured = [(e["epoch"], e["memory_bytes"] / 2**20) for e in run.epochs if _finite(e.get("memory_bytes"))]
     if not parts and not measured:
         return _note("Not recorded: this run logged no memory estimate or measurement.")
-    fig = new_figure(9, 2.2)
-    ax = fig.subplots()
-    left = 0.0
-    for i, (name, size) in enumerate(parts):
-        ax.barh(0, size / 2**20, left=left, color=f"C{i}", label=f"{name} {size / 2**20:.1f} MB")
-        left += size / 2**20
+    # On a GPU the trainer measures peak allocated memory; on a CPU the whole process's peak
+    # (Python, libraries, data): a different quantity, so it gets its own axes.
+    from matplotlib.ticker import MaxNLocator
+
+    what = "peak process memory (RSS)" if run.last("start").get("device", "cpu") == "cpu" else "peak device memory"
+    fig = new_figure(13 if parts and measured else 7, 2.6)
+    axes = list(fig.subplots(1, 2, width_ratios=(3, 2)) if parts and measured else [fig.subplots()])
+    if parts:
+        ax, left = axes.pop(0), 0.0
+        for i, (name, size) in enumerate(parts):
+            ax.barh(0, size / 2**20, left=left, color=f"C{i}", label=f"{name} {size / 2**20:.1f} MB")
+            left += size / 2**20
+        ax.set(yticks=[], xlabel="MB", title="Training memory estimate (before training)")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncols=4)
     if measured:
-        ax.axvline(max(measured) / 2**20, color="black", linestyle="--",
-                   label=f"measured peak {max(measured) / 2**20:.1f} MB")
-    ax.set(yticks=[], xlabel="MB", title="Training memory: estimate before training" + (", measured peak" if measured else ""))
-    fig.legend(loc="outside right center", fontsize=8)
+        ax = axes.pop(0)
+        ax.bar(*zip(*measured), color="C7")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel="MB", title=f"Measured {what}")
     total = f"<p>Estimated total {estimate['total'] / 2**20:.1f} MB.</p>" if _finite(estimate.get("total")) else ""
-    return figure_svg(fig, "memory") + total + ("" if measured else _note("Measured peak memory: not recorded."))
+    peak = f"<p>Measured {what}: {max(m for _, m in measured):,.1f} MB.</p>" if measured else ""
+    return figure_svg(fig, "memory") + total + (peak or _note("Measured peak memory: not recorded."))
 
 
 def _interventions(run: Run) -> str:
@@ -345,6 +350,11 @@ def _test_table(run: Run) -> str:
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+def _series(records: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    """(step, value) for the records with a finite ``key``, in step order."""
+    return sorted((r["step"], r[key]) for r in records if _finite(r.get("step")) and _finite(r.get(key)))
 
 
 def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from trainwell.errors import ConfigError
 from trainwell.verdict import of_kind, read_records
 
 RUNNING_WINDOW_S = 300  # metrics.jsonl written this recently, with no end record: still running
@@ -103,10 +104,15 @@ class Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Parse a run directory; missing or unreadable files leave their part empty."""
-    path = Path(run_dir)
+    """Parse a run directory; missing or unreadable files leave their part empty.
+
+    Raises ConfigError (exit 2 on the command line) when ``run_dir`` is not a directory.
+    """
     import yaml
 
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"no run directory at {path}; `trainwell runs list` shows the runs under ./runs")
     run = Run(path, records=read_records(path))
     try:
         config = yaml.safe_load((path / "config.yaml").read_text())

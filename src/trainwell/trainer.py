@@ -215,12 +215,13 @@ class Trainer:
         batches = [self._unpack(batch) for batch in window]
         total = sum(n for _, _, n in batches)
         window_loss = torch.zeros((), device=self.device)
+        seen = []  # per micro-batch (loss, samples, correct): counted only if the step is taken
         for inputs, targets, n in batches:
             logits, loss = self._forward(inputs, targets)
             weighted = loss if n == total else loss * (n / total)
             (self.scaler.scale(weighted) if self.scaler else weighted).backward()
             window_loss += weighted.detach().float()
-            self._meter.add_batch(loss, n, correct_count(self._kind, logits.detach(), targets, self.loss_fn))
+            seen.append((loss.detach(), n, correct_count(self._kind, logits.detach(), targets, self.loss_fn)))
         self.position += len(window)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -237,6 +238,8 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        for loss, n, correct in seen:
+            self._meter.add_batch(loss, n, correct)
         self._meter.add_step(grad_norm)
         self.lr_schedule.step_end()
         self.events(Event.STEP_END, self, loss=window_loss, grad_norm=grad_norm)

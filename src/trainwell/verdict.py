@@ -162,10 +162,12 @@ class _Run:
                                  or len(self.nonfinite_epochs))
         self.guard_spikes = [r for r in self.interventions if "spike" in str(r.get("cause", ""))]
 
-    def lr(self, step: int | None = None) -> Any:
-        """The learning rate at ``step`` (the logged value nearest before it), else the configured one."""
-        logged = [(s, lr) for s, _, lr in self.points if lr is not None and (step is None or s <= step)]
-        return logged[-1][1] if logged else self.config.get("lr")
+    def lr(self) -> Any:
+        """The learning rate to name: the configured one (the user's knob, before any back-off
+        or schedule), else the first one logged."""
+        if _number(self.config.get("lr")):
+            return self.config["lr"]
+        return next((lr for _, _, lr in self.points if lr is not None), None)
 
     def ends(self) -> tuple[float, float] | None:
         """The training loss at the start and at the end of the run: the first and last epoch
@@ -192,6 +194,22 @@ class _Run:
         """Relative improvement of the training loss from the start to the end of the run."""
         ends = self.ends()
         return None if ends is None or ends[0] == 0 else (ends[0] - ends[1]) / abs(ends[0])
+
+    def early_rise(self) -> tuple[int, float, float] | None:
+        """(step, start, high): the loss at the start and its highest level early in the run.
+
+        Many single-batch losses are noisy, so then both are medians: of the first sixth of
+        the logged losses and of the second sixth.
+        """
+        points = self.finite
+        if len(points) < MIN_TREND_POINTS:
+            return None
+        if len(points) < MIN_TREND_STEPS:
+            step, high, _ = max(points[: max(2, len(points) // 3)], key=lambda p: p[1])
+            return step, points[0][1], high
+        k = max(3, len(points) // 6)  # a median of 3+ values ignores one odd batch
+        return (points[2 * k - 1][0], statistics.median(p[1] for p in points[:k]),
+                statistics.median(p[1] for p in points[k : 2 * k]))
 
     def spikes(self) -> list[tuple[int, float, float]]:
         """(step, loss, recent median) for each logged loss far above its recent median."""
@@ -258,39 +276,31 @@ def _not_decreasing(run: _Run) -> list[Finding]:
 
 
 def _lr_too_high(run: _Run) -> list[Finding]:
-    signs: list[tuple[int, str]] = []  # (step, what)
+    signs = []
     spikes = run.spikes()
     if len(spikes) + len(run.guard_spikes) >= SPIKES_FOR_LR:
-        first = spikes[0][0] if spikes else run.guard_spikes[0].get("step", 0)
-        signs.append((first, f"{len(spikes) + len(run.guard_spikes)} loss spikes "
-                             f"(up to {max((s[1] / s[2] for s in spikes), default=0):.0f}x the recent median)"
-                      if spikes else f"{len(run.guard_spikes)} loss spikes caught by the health guard"))
+        worst = f" (up to {max(s[1] / s[2] for s in spikes):.0f}x the recent median)" if spikes else ""
+        signs.append(f"{len(spikes) + len(run.guard_spikes)} loss spikes{worst}"
+                     + (f", {len(run.guard_spikes)} caught by the health guard" if run.guard_spikes else ""))
     if (peak := run.explosion()) is not None:
-        signs.append((peak[0], f"the loss grew {peak[1] / run.finite[0][1]:.0f}x"))
+        signs.append(f"the loss grew {peak[1] / run.finite[0][1]:.0f}x")
     if run.nonfinite_events >= 2:
-        first = min([p[0] for p in run.nonfinite_steps] + [r.get("step", 0) for r in run.guard_nonfinite], default=0)
-        signs.append((first, f"the loss or gradients went non-finite {run.nonfinite_events} times"))
-    if len(run.finite) >= MIN_TREND_POINTS:
-        start = run.finite[0][1]
-        early = run.finite[: max(2, len(run.finite) // 3)]
-        step, top, _ = max(early, key=lambda p: p[1])
-        if top > EARLY_RISE_FACTOR * start > 0:
-            signs.append((step, f"early in the run the loss climbed from {_n(start)} to {_n(top)}"))
+        signs.append(f"the loss or gradients went non-finite {run.nonfinite_events} times")
+    if (rise := run.early_rise()) is not None and rise[2] > EARLY_RISE_FACTOR * rise[1] > 0:
+        signs.append(f"early in the run the loss climbed from {_n(rise[1])} to {_n(rise[2])}")
     losses = [r["train_loss"] for r in run.epochs if _finite(r.get("train_loss"))]
     rises = sum(b > a * (1 + OSCILLATION_RISE) for a, b in zip(losses, losses[1:]))
     if len(losses) >= MIN_TREND_POINTS and rises >= OSCILLATION_SHARE * (len(losses) - 1):
-        signs.append((0, f"the epoch training loss went up in {rises} of {len(losses) - 1} epochs"))
+        signs.append(f"the epoch training loss went up in {rises} of {len(losses) - 1} epochs")
     if not signs:
         return []
-    step = min(s for s, _ in signs)
-    lr = run.lr(step)
-    lr = run.lr() if lr is None else lr
+    lr = run.lr()
     name = f"The learning rate ({_n(lr)})" if lr is not None else "The learning rate"
     lower = f"try {_n(lr / 10)}" if _number(lr) else "try 10x lower"
     severe = peak is not None or run.nonfinite_events >= 2 or bool(run.guard_spikes)
     return [Finding(
         "lr_too_high", "problem" if severe else "warning", f"{name} is probably too high",
-        _sentence("; ".join(what for _, what in signs)) + ".",
+        _sentence("; ".join(signs)) + ".",
         f"Lower the learning rate ({lower}), add warmup (--warmup 500) or gradient clipping (--clip 1.0), "
         "or let trainwell lr-find suggest one.",
     )]
@@ -460,7 +470,9 @@ def _interventions(run: _Run) -> list[Finding]:
 
 def _healthy(run: _Run) -> Finding:
     parts = []
-    if len(run.finite) >= 2:
+    if (ends := run.ends()) is not None:
+        parts.append(f"training loss fell from {_n(ends[0])} to {_n(ends[1])} over {run.span()}")
+    elif len(run.finite) >= 2:
         parts.append(f"training loss fell from {_n(run.finite[0][1])} to {_n(run.finite[-1][1])}")
     elif run.finite:
         parts.append(f"training loss {_n(run.finite[-1][1])} (too few points to judge a trend)")

@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", nargs="?", const="auto", default=None, metavar="RUN_DIR",
                        help="continue from the latest valid checkpoint of RUN_DIR (default: the --run-dir, "
                             "else the newest run of this recipe)")
+    report = commands.add_parser("report", help="(re)build RUN_DIR/report.html and print the health verdict",
+                                 description="Write RUN_DIR/report.html: one offline file with the run's curves, "
+                                             "gradient flow, throughput, memory, health verdict and config.")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    runs = commands.add_parser("runs", help="the runs under ./runs, listed or compared side by side",
+                               description="`trainwell runs` or `trainwell runs list`: a table of the runs under "
+                                           "./runs. `trainwell runs compare RUN_DIR...`: a table and one HTML page "
+                                           "overlaying their curves.")
+    runs.add_argument("action", nargs="?", default="list", choices=("list", "compare"))
+    runs.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
+    runs.add_argument("--root", default="runs", help="where to look for runs (default: runs)")
+    runs.add_argument("--out", default=None, help="the comparison page (default: ROOT/compare.html)")
     return parser
 
 
@@ -59,6 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv or ["train"])
     try:
+        if args.command == "report":
+            from trainwell.cli.inspect import report
+
+            return report(args)
+        if args.command == "runs":
+            from trainwell.cli.inspect import runs
+
+            return runs(args)
         from trainwell.cli.train import run
 
         return run(args)

@@ -107,15 +107,15 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None) -> int:
         return 0
     except TrainingError as e:
         print(f"trainwell: training stopped: {e}", file=sys.stderr)
+        finish(run_dir, config, console)
         return 1
     except TrainwellError:
         raise
     except Exception as e:  # a failure once training started: diagnose, point at the last good state
         from trainwell.checkpoint import latest
 
-        last = latest(run_dir / "checkpoints")
         print(f"trainwell: training failed: {type(e).__name__}: {e}", file=sys.stderr)
-        print(f"trainwell: last good checkpoint: {last or 'none yet'}", file=sys.stderr)
+        print(f"trainwell: last good checkpoint: {latest(run_dir / 'checkpoints') or 'none yet'}", file=sys.stderr)
         return 1
     wall = time.perf_counter() - started
     summary = {"recipe": config.recipe, "status": trainer.stop_reason or "completed", "epochs": trainer.epoch,
@@ -131,9 +131,20 @@ def train(config: TrainConfig, run_dir: Path, resume: str | None) -> int:
     throughput = sum(trainer.history["samples_per_sec"]) / max(len(trainer.history["samples_per_sec"]), 1)
     console.print(f"Trained {trainer.epoch} epochs ({trainer.step} steps) in {wall:.1f}s, "
                   f"{throughput:,.0f} training samples/s on average.")
-    console.print(f"Wrote {run_dir}/: config.yaml, metrics.jsonl, checkpoints/, model.safetensors"
-                  f"{', model-best.safetensors' if parts.val is not None else ''}, learning_curves.png, summary.json")
+    finish(run_dir, config, console)
+    console.print(f"Wrote {run_dir}/: config.yaml, metrics.jsonl, epochs.csv, tensorboard/, checkpoints/, "
+                  f"model.safetensors{', model-best.safetensors' if parts.val is not None else ''}, "
+                  "learning_curves.png, summary.json, report.html")
     return 0
+
+
+def finish(run_dir: Path, config: TrainConfig, console: Any) -> None:
+    """The health verdict in plain words, and the one-file report."""
+    from trainwell.report import write_report
+    from trainwell.verdict import diagnose, format_verdict, read_records
+
+    console.print(format_verdict(diagnose(read_records(run_dir), asdict(config))))
+    write_report(run_dir)
 
 
 def test_line(results: dict[str, float]) -> str:

@@ -1,0 +1,143 @@
+"""The health guard: skip, roll back, back off, recover, and stop with a diagnosis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import trainwell as tw
+from trainwell.config import TrainConfig
+from trainwell.health import HealthGuard
+from trainwell.recipes import get_recipe
+from trainwell.runtime import seed_everything
+
+
+class Sabotage(nn.Module):
+    """Wraps a model; on chosen training calls it returns NaN or multiplies the output."""
+
+    def __init__(self, inner: nn.Module, nan_at: int = 0, blow_up_at: int = 0):
+        super().__init__()
+        self.inner, self.nan_at, self.blow_up_at, self.calls = inner, nan_at, blow_up_at, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.nan_at:
+                return out * float("nan")
+            if self.calls == self.blow_up_at:
+                return out * 1e4
+        return out
+
+
+def tiny(nan_at: int = 0, blow_up_at: int = 0, **options) -> tuple[tw.Trainer, tw.InMemoryLoader]:
+    torch.manual_seed(0)
+    x = torch.randn(512, 8)
+    y = (x[:, 0] > 0).long()
+    model = Sabotage(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)), nan_at, blow_up_at)
+    trainer = tw.Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                         device="cpu", seed=0, **options)
+    return trainer, tw.InMemoryLoader(x, y, batch_size=16)
+
+
+def guard(trainer: tw.Trainer) -> HealthGuard:
+    return next(cb for cb in trainer.callbacks if isinstance(cb, HealthGuard))
+
+
+def test_a_transient_nan_is_skipped_and_the_lr_recovers(tmp_path: Path, capsys) -> None:
+    trainer, data = tiny(nan_at=40, run_dir=tmp_path / "run", verbose=True)
+    trainer.fit(data, epochs=6)
+    interventions = guard(trainer).interventions
+    assert [i["cause"] for i in interventions] == ["non-finite loss (nan)"]
+    assert "skipped the step" in interventions[0]["action"]
+    assert "backed the learning rate off to 0.05" in interventions[0]["action"]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.1), "the back-off eases out"
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["cause"] for r in records if r["kind"] == "intervention"] == ["non-finite loss (nan)"]
+    assert "non-finite loss (nan) -> skipped the step" in capsys.readouterr().out
+
+
+def test_a_loss_spike_rolls_back_to_the_last_good_state() -> None:
+    trainer, data = tiny(blow_up_at=60)
+    trainer.fit(data, epochs=2)
+    (intervention,) = guard(trainer).interventions
+    assert intervention["cause"].startswith("loss spike")
+    assert "rolled back to step" in intervention["action"]
+
+
+def test_damaged_weights_are_rolled_back() -> None:
+    class Poison:
+        def on_step_end(self, trainer, **_):
+            if trainer.step == 20:
+                with torch.no_grad():
+                    next(trainer.model.parameters()).fill_(float("nan"))
+
+    trainer, data = tiny(callbacks=[Poison()])
+    trainer.fit(data, epochs=2)
+    (intervention,) = guard(trainer).interventions
+    assert "rolled back to step 0" in intervention["action"]  # the weights themselves were damaged
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_repeated_trouble_stops_with_a_diagnosis() -> None:
+    trainer, data = tiny(health=HealthGuard(max_interventions=2))
+    trainer.model.nan_at = 5
+    original = trainer.model.forward
+    trainer.model.forward = lambda x: original(x) * float("nan")  # every batch is broken
+    with pytest.raises(tw.TrainingError, match=r"3 interventions.*non-finite loss.*learning rate"):
+        trainer.fit(data, epochs=1)
+
+
+def test_guard_state_is_checkpointed(tmp_path: Path) -> None:
+    trainer, data = tiny(nan_at=10)
+    trainer.fit(data, epochs=1)
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    fresh, _ = tiny()
+    fresh.load_checkpoint(tmp_path / "c.ckpt")
+    assert guard(fresh).interventions == guard(trainer).interventions
+    assert list(guard(fresh).losses) == list(guard(trainer).losses)
+
+
+def test_health_guard_can_be_switched_off() -> None:
+    trainer, data = tiny(nan_at=5, health=False)
+    trainer.fit(data, epochs=1)
+    assert not any(isinstance(cb, HealthGuard) for cb in trainer.callbacks)
+    assert not all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+@pytest.mark.slow
+def test_transient_nan_on_mnist_ends_within_5_percent_of_the_clean_run() -> None:
+    def run(nan_at: int) -> tuple[float, tw.Trainer]:
+        seed_everything(0)
+        parts = get_recipe("mnist").build(TrainConfig(num_samples=12000, epochs=2), torch.device("cpu"))
+        trainer = tw.Trainer(Sabotage(parts.model, nan_at), parts.optimizer, parts.loss_fn, device="cpu", seed=0)
+        trainer.fit(parts.train, parts.val, epochs=2)
+        return trainer.history["eval_loss"][-1], trainer
+
+    clean, _ = run(0)
+    healed, trainer = run(100)
+    assert len(guard(trainer).interventions) == 1
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert abs(healed - clean) / clean < 0.05
+
+
+def test_learning_rate_far_too_high_stops_with_exit_1_naming_the_lr(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trainwell", "train", "mnist", "--lr", "10", "--num-samples", "2000",
+         "--epochs", "1", "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "learning rate is probably too high" in result.stderr
+    assert "from 10 to" in result.stderr
+    assert "Traceback" not in result.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    interventions = [r for r in records if r["kind"] == "intervention"]
+    assert 1 < len(interventions) <= 6 and interventions[-1]["step"] < 20
+    assert records[-1]["kind"] == "end" and records[-1]["status"].startswith("failed")

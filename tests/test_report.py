@@ -1,0 +1,157 @@
+"""report.html: self-contained, a plot per section, the verdict, and graceful gaps."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import trainwell as tw
+from trainwell.report import write_report
+
+PLOT_SECTIONS = ("Learning curves", "Loss, learning rate and gradient norm over the steps", "Gradient flow per layer",
+                 "Throughput and data loading", "Memory")
+
+
+def write_run(path, records, config=None, summary=None):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if config is not None:
+        import yaml
+
+        (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if summary is not None:
+        (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def full_records(epochs=6):
+    """Every record kind with every optional field, overfitting from epoch 4 on."""
+    records = [{"kind": "start", "time": "2025-03-01T10:00:00+00:00", "device": "cpu", "precision": "32",
+                "num_params": 235146, "memory": {"parameters": 940584, "gradients": 940584,
+                                                 "optimizer_state": 1881168, "activations": 204800,
+                                                 "total": 3967136}}]
+    train = [1.0, 0.6, 0.4, 0.3, 0.2, 0.12]
+    val = [1.05, 0.65, 0.45, 0.5, 0.55, 0.6]
+    for e in range(1, epochs + 1):
+        for s in range(1, 11):
+            step = (e - 1) * 10 + s
+            records.append({"kind": "step", "step": step, "epoch": e, "loss": train[e - 1] * (1.1 - s / 100),
+                            "grad_norm": 2.0 / e, "lr": 1e-3 * (1 - step / 80), "data_wait_share": 0.1})
+        records.append({"kind": "layers", "step": e * 10, "epoch": e, "layers": {
+            "0.weight": {"grad_norm": 0.5 / e, "weight_norm": 10.0, "update_ratio": 1e-3},
+            "0.bias": {"grad_norm": 0.05 / e, "weight_norm": 1.0, "update_ratio": 2e-3},
+            "2.weight": {"grad_norm": 1.5 / e, "weight_norm": 8.0, "update_ratio": 8e-4}}})
+        records.append({"kind": "epoch", "step": e * 10, "epoch": e, "train_loss": train[e - 1],
+                        "train_acc": 0.6 + 0.06 * e, "eval_loss": val[e - 1], "eval_acc": 0.55 + 0.04 * e,
+                        "lr": 1e-3, "epoch_time": 1.5, "samples_per_sec": 1000.0 + 10 * e, "grad_norm": 2.0 / e,
+                        "grad_norm_max": 4.0 / e, "best": e <= 3, "data_wait_share": 0.1 + 0.02 * e,
+                        "memory_bytes": 5_000_000})
+    records.insert(20, {"kind": "intervention", "step": 17, "epoch": 2, "cause": "loss spike (12.3x the recent median)",
+                        "action": "rolled back to step 10 and halved the learning rate", "lr_after": 5e-4})
+    records += [{"kind": "test", "test_loss": 0.51, "test_acc": 0.83, "test_samples": 1000},
+                {"kind": "end", "status": "completed", "epochs": epochs, "steps": epochs * 10, "wall_time_s": 9.0}]
+    return records
+
+
+CONFIG = {"recipe": "mnist", "epochs": 6, "lr": 0.001, "batch_size": 64, "optimizer": "adam",
+          "note": "<script>alert('x')</script>"}
+
+
+def sections(page):
+    """{heading: section html}."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"<section><h2>(.*?)</h2>(.*?)</section>", page, re.S)}
+
+
+def assert_self_contained(page):
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
+    assert "<script" not in page.lower()
+    assert "<link" not in page.lower()
+    assert "@import" not in page and "url(http" not in page
+
+
+def test_full_report_has_every_section_with_a_plot(tmp_path):
+    run = write_run(tmp_path / "run", full_records(), CONFIG)
+    path = write_report(run)
+    assert path == run / "report.html"
+    page = path.read_text()
+    assert_self_contained(page)
+    found = sections(page)
+    for title in PLOT_SECTIONS:
+        assert "<svg" in found[title], title
+    assert "mnist run: completed" in page and "2025-03-01 10:00" in page
+    # verdict: overfitting (validation rising since epoch 3) and the intervention
+    assert "Overfitting began at epoch 4" in found["Health verdict"]
+    assert "The health guard intervened 1 time" in found["Health verdict"]
+    assert "Warning: possible overfitting" in found["Learning curves"]
+    assert "loss spike (12.3x the recent median)" in found["Health-guard interventions"]
+    assert "83.00%" in found["Final test metrics"] and "83.00%" in page.split("<section>")[0]  # headline
+    assert "235,146" in page and "Measured peak process memory" in found["Memory"]
+    # everything from the run is escaped
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in found["Resolved config"]
+    assert len(page.encode()) < 300_000
+
+
+def test_report_degrades_when_fields_are_missing(tmp_path):
+    """Old-style step records only (no kind), two bare epochs, no config, summary or test."""
+    records = [{"step": 5 * i, "epoch": 1 + i // 3, "loss": 1.0 / i, "grad_norm": 1.0, "lr": 0.01} for i in range(1, 7)]
+    records += [{"kind": "epoch", "step": 15, "epoch": 1, "train_loss": 0.5},
+                {"kind": "epoch", "step": 30, "epoch": 2, "train_loss": 0.3}]
+    run = write_run(tmp_path / "old", records)
+    log = run / "metrics.jsonl"
+    log.write_text(log.read_text() + '{"kind": "epo')  # crashed mid-line
+    os.utime(log, (0, 0))  # long ago: crashed, not running
+    page = write_report(run).read_text()
+    assert_self_contained(page)
+    found = sections(page)
+    assert "<svg" in found["Learning curves"] and "<svg" in found["Loss, learning rate and gradient norm over the steps"]
+    for title in ("Gradient flow per layer", "Throughput and data loading", "Memory", "Final test metrics",
+                  "Resolved config"):
+        assert "Not recorded" in found[title] and "<svg" not in found[title], title
+    assert "run: incomplete" in page
+
+
+def test_report_of_an_empty_run_directory(tmp_path):
+    page = write_report(write_run(tmp_path / "empty", [])).read_text()
+    assert "Nothing was recorded" in page and "Not recorded" in page
+    assert_self_contained(page)
+
+
+def test_report_from_a_real_run(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    trainer = tw.Trainer(model, torch.optim.Adam(model.parameters(), lr=0.01), nn.CrossEntropyLoss(),
+                         run_dir=tmp_path, seed=0, log_every_steps=2)
+    trainer.fit(tw.InMemoryLoader(x[:100], y[:100], batch_size=20, seed=0),
+                tw.InMemoryLoader(x[100:], y[100:], batch_size=20, shuffle=False), epochs=3)
+    page = write_report(tmp_path).read_text()
+    assert_self_contained(page)
+    found = sections(page)
+    assert "<svg" in found["Learning curves"] and "The run looks healthy" in found["Health verdict"]
+    assert page.count("<svg") >= 3
+
+
+def test_report_of_a_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(tw.ConfigError, match="no run directory"):
+        write_report(tmp_path / "missing")
+
+
+@pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="chromium is not installed")
+def test_report_renders_in_headless_chromium(tmp_path):
+    """The page loads offline in a real browser, and the screenshot is not blank."""
+    import subprocess
+
+    path = write_report(write_run(tmp_path / "run", full_records(), CONFIG))
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,3000",
+                    path.as_uri()], check=True, capture_output=True, timeout=60)
+    assert shot.stat().st_size > 50_000

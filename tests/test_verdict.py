@@ -1,0 +1,333 @@
+"""The health verdict: each finding provoked on purpose, at its threshold and in a real run."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import trainwell as tw
+from trainwell import verdict
+from trainwell.verdict import diagnose, format_verdict, read_records
+
+
+# ---------------------------------------------------------------- synthetic records
+
+
+def epochs(train, val=None, train_acc=None, val_acc=None, steps_per_epoch=10, **extra):
+    """Epoch records from per-epoch lists (val, accuracies and extra fields optional)."""
+    records = []
+    for i, loss in enumerate(train):
+        r = {"kind": "epoch", "epoch": i + 1, "step": (i + 1) * steps_per_epoch, "train_loss": loss, "lr": 1e-3}
+        for key, values in (("eval_loss", val), ("train_acc", train_acc), ("eval_acc", val_acc)):
+            if values is not None:
+                r[key] = values[i]
+        r.update({k: v[i] for k, v in extra.items()})
+        records.append(r)
+    return records
+
+
+def steps(losses, lr=1e-3, every=10):
+    return [{"kind": "step", "step": (i + 1) * every, "epoch": 1, "loss": v, "grad_norm": 1.0, "lr": lr}
+            for i, v in enumerate(losses)]
+
+
+def layers(norms: dict[str, float], n=5, update_ratio=1e-3):
+    return [{"kind": "layers", "step": 10 * (i + 1), "epoch": 1,
+             "layers": {k: {"grad_norm": v, "weight_norm": 1.0, "update_ratio": update_ratio} for k, v in norms.items()}}
+            for i in range(n)]
+
+
+def codes(records, config=None):
+    return [f.code for f in diagnose(records, config)]
+
+
+def finding(records, code, config=None):
+    found = [f for f in diagnose(records, config) if f.code == code]
+    assert found, f"no {code!r} finding in {codes(records, config)}"
+    return found[0]
+
+
+def text(f):
+    return f"{f.title}. {f.evidence} {f.suggestion}"
+
+
+HEALTHY = epochs([1.0, 0.6, 0.4, 0.3, 0.25], [1.05, 0.65, 0.45, 0.36, 0.35],
+                 [0.6, 0.8, 0.88, 0.91, 0.93], [0.58, 0.78, 0.86, 0.89, 0.9])
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_read_records_tolerates_a_cut_short_last_line_and_old_step_records(tmp_path):
+    lines = [json.dumps({"step": 1, "loss": 0.5}), json.dumps({"kind": "epoch", "epoch": 1, "train_loss": 0.5}),
+             '{"kind": "step", "step": 2, "lo']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+    records = read_records(tmp_path)
+    assert [r["kind"] for r in records] == ["step", "epoch"]
+    assert read_records(tmp_path / "metrics.jsonl") == records
+    assert read_records(tmp_path / "missing") == []
+
+
+def test_nothing_recorded_says_so():
+    (f,) = diagnose([])
+    assert f.code == "no_data" and "Nothing was recorded" in f.title
+
+
+def test_healthy_run_says_so_plainly():
+    findings = diagnose(HEALTHY)
+    assert [f.code for f in findings] == ["healthy"] and findings[0].severity == "ok"
+    out = format_verdict(findings)
+    assert out.startswith("Health verdict: healthy.")
+    assert "fell from 1 to 0.25" in out and "best at epoch 5" in out
+
+
+def test_format_verdict_one_paragraph_per_finding():
+    records = epochs([1.0, 1.0, 1.0, 1.0]) + [{"kind": "epoch", "epoch": 5, "train_loss": math.nan, "step": 50}]
+    findings = diagnose(records, {"lr": 0.5})
+    out = format_verdict(findings)
+    paragraphs = out.split("\n\n")
+    assert len(paragraphs) == len(findings) + 1
+    assert paragraphs[0].startswith("Health verdict: ") and "problem" in paragraphs[0]
+    assert all("Evidence:" in p and "Next step:" in p for p in paragraphs[1:])
+
+
+# ---------------------------------------------------------------- each finding at its threshold
+
+
+def test_not_decreasing_at_one_percent():
+    assert "not_decreasing" in codes(epochs([1.0, 0.998, 0.995]))  # 0.5% better: stuck
+    assert "not_decreasing" not in codes(epochs([1.0, 0.99, 0.985]))  # 1.5% better
+    f = finding(epochs([1.0, 1.05, 1.1]), "not_decreasing")
+    assert f.severity == "problem" and "not decreasing" in f.title and "rose" in f.evidence and "+10.0%" in f.evidence
+
+
+def test_loss_nan_in_records_and_from_the_guard():
+    f = finding(steps([1.0, 0.9, math.nan, 0.8]), "loss_exploding")
+    assert "NaN" in f.title and "first at step 30" in f.evidence
+    guarded = steps([1.0, 0.9, 0.8]) + [
+        {"kind": "intervention", "step": 15, "epoch": 1, "cause": "non-finite loss (nan)",
+         "action": "skipped the step", "lr_after": 5e-4}]
+    f = finding(guarded, "loss_exploding")
+    assert "health guard caught 1 non-finite" in f.evidence and "recovered" in f.evidence
+    assert "lr_too_high" not in codes(guarded)  # one bad batch is not a learning-rate problem
+
+
+def test_loss_exploding_at_ten_times_its_start():
+    assert "loss_exploding" in codes(steps([1.0, 2.0, 11.0]))
+    assert "loss_exploding" not in codes(steps([1.0, 2.0, 9.0]))
+    assert "11x its starting value" in finding(steps([1.0, 2.0, 11.0]), "loss_exploding").evidence
+
+
+def test_overfitting_names_the_epoch_where_it_began():
+    train = [1.0, 0.7, 0.5, 0.35, 0.25, 0.18]
+    f = finding(epochs(train, [1.1, 0.8, 0.6, 0.62, 0.64, 0.661]), "overfitting")  # +10.2% over best
+    assert f.title == "Overfitting began at epoch 4"
+    assert "0.6 at epoch 3 (its best)" in f.evidence and "model-best.safetensors" in f.suggestion
+    assert "overfitting" not in codes(epochs(train, [1.1, 0.8, 0.6, 0.62, 0.64, 0.655]))  # +9.2%
+    # validation rising while training rises too is not overfitting
+    assert "overfitting" not in codes(epochs([1.0, 0.7, 0.5, 0.6, 0.7, 0.8], [1.1, 0.8, 0.6, 0.7, 0.8, 0.9]))
+
+
+def test_overfitting_from_an_accuracy_gap():
+    f = finding(epochs([1.0, 0.5, 0.2], None, [0.6, 0.9, 0.99], [0.6, 0.8, 0.8]), "overfitting")
+    assert "99.0%" in f.evidence and "80.0%" in f.evidence and "19.0% gap" in f.evidence
+    assert "overfitting" not in codes(epochs([1.0, 0.5, 0.2], None, [0.6, 0.9, 0.94], [0.6, 0.8, 0.8]))
+
+
+def test_underfitting_when_accuracy_is_low_and_flat():
+    train = [1.0, 0.72, 0.70, 0.695, 0.69, 0.689]
+    f = finding(epochs(train, train, [0.5, 0.55, 0.56, 0.56, 0.56, 0.56], [0.5, 0.54, 0.55, 0.55, 0.55, 0.55]),
+                "underfitting")
+    assert "underfitting" in f.title and "56.0%" in f.evidence and "bigger model" in f.suggestion
+    high_acc = [0.5, 0.9, 0.95, 0.96, 0.96, 0.96]
+    assert "underfitting" not in codes(epochs(train, train, high_acc, high_acc))
+    # still improving: not a plateau
+    assert "underfitting" not in codes(epochs([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], None, [0.5] * 6))
+
+
+def test_learning_rate_too_high_from_spikes_names_the_rate():
+    losses = [1.0, 0.8, 0.7, 5.0, 0.7, 0.6, 4.5, 0.6, 0.5, 0.5]
+    f = finding(steps(losses, lr=0.3), "lr_too_high")
+    assert f.title == "The learning rate (0.3) is probably too high"
+    assert "2 loss spikes" in f.evidence and "try 0.03" in f.suggestion
+    one_spike = [1.0, 0.8, 0.7, 5.0, 0.7, 0.6, 0.6, 0.6, 0.5, 0.5]
+    assert "lr_too_high" not in codes(steps(one_spike))
+    # noise on a near-zero loss is not a spike
+    assert "lr_too_high" not in codes(steps([1.0, 0.01, 0.001, 0.01, 0.001, 0.01, 0.001]))
+
+
+def test_learning_rate_too_high_from_an_early_rise_and_oscillation():
+    f = finding(steps([1.0, 1.6, 1.2, 0.9, 0.8, 0.7], lr=0.1), "lr_too_high")
+    assert "climbed from 1 to 1.6" in f.evidence and "(0.1)" in f.title
+    assert "lr_too_high" not in codes(steps([1.0, 1.4, 1.2, 0.9, 0.8, 0.7]))
+    f = finding(epochs([1.0, 0.8, 0.9, 0.7, 0.8], lr=[0.2] * 5), "lr_too_high", {"lr": 0.2})
+    assert "went up in 2 of 4 epochs" in f.evidence and "(0.2)" in f.title
+
+
+def test_learning_rate_too_low_when_the_loss_barely_moves():
+    f = finding(epochs([1.0, 0.985, 0.97], lr=[1e-6] * 3), "lr_too_low")  # 3% better
+    assert f.title == "The learning rate (1e-06) is probably too low"
+    f = finding(epochs([1.0, 0.985, 0.97], lr=[1e-6] * 3), "lr_too_low", {"lr": 1e-6})  # the config's, if given
+    assert f.title == "The learning rate (1e-06) is probably too low" and "try 1e-05" in f.suggestion
+    assert "lr_too_low" not in codes(epochs([1.0, 0.97, 0.94]), {"lr": 1e-6})  # 6%
+    assert "lr_too_low" not in codes(epochs([1.0, 1.05, 1.1]))  # rising is not slow
+    # normal-size updates mean a plateau, not a learning rate too low
+    assert "lr_too_low" not in codes(epochs([1.0, 0.985, 0.97]) + layers({"w": 1.0}, update_ratio=1e-3))
+    f = finding(epochs([1.0, 0.985, 0.97]) + layers({"w": 1.0}, update_ratio=1e-7), "lr_too_low")
+    assert "median 1e-07 of their size" in f.evidence
+
+
+def test_vanishing_gradients_name_the_layers():
+    f = finding(HEALTHY + layers({"0.weight": 1e-7, "1.weight": 1e-4, "2.weight": 0.5}), "vanishing_gradients")
+    assert f.title == "Vanishing gradients in 0.weight" and "1e-07" in f.evidence and "2.weight" in f.evidence
+    assert "vanishing_gradients" not in codes(HEALTHY + layers({"0.weight": 1e-5, "2.weight": 0.5}))
+
+
+def test_exploding_gradients_name_the_layers():
+    f = finding(HEALTHY + layers({"0.weight": 2e3, "1.weight": 1.0}), "exploding_gradients")
+    assert f.title == "Exploding gradients in 0.weight" and "2000" in f.evidence and "--clip" in f.suggestion
+    assert "vanishing_gradients" not in codes(HEALTHY + layers({"0.weight": 2e3, "1.weight": 1e-3}))
+    assert "exploding_gradients" not in codes(HEALTHY + layers({"0.weight": 900.0}))
+    # without per-layer records, the global norm still tells
+    f = finding(epochs([1.0, 0.6, 0.4], grad_norm_max=[5.0, 5e3, 6.0]), "exploding_gradients")
+    assert "5000" in f.evidence and "per-layer norms were not recorded" in f.evidence
+
+
+def test_data_loading_bottleneck_above_thirty_percent():
+    f = finding(epochs([1.0, 0.6, 0.4], data_wait_share=[0.4, 0.45, 0.5]), "data_loading")
+    assert "45% of each step" in f.evidence and "worst: epoch 3, 50%" in f.evidence and "num_workers" in f.suggestion
+    assert "data_loading" not in codes(epochs([1.0, 0.6, 0.4], data_wait_share=[0.2, 0.25, 0.3]))
+
+
+def test_interventions_are_summarised():
+    records = HEALTHY + [
+        {"kind": "intervention", "step": 12, "epoch": 2, "cause": "loss spike (12.3x the recent median)",
+         "action": "skipped the step", "lr_after": 1e-3},
+        {"kind": "intervention", "step": 30, "epoch": 3, "cause": "non-finite gradients",
+         "action": "rolled back to step 20 and halved the learning rate", "lr_after": 5e-4},
+    ]
+    f = finding(records, "interventions")
+    assert f.title == "The health guard intervened 2 times"
+    assert "loss spike (1)" in f.evidence and "non-finite gradients (1)" in f.evidence
+    assert "First at step 12, last at step 30" in f.evidence and "0.0005" in f.evidence
+
+
+# ---------------------------------------------------------------- real (tiny) training runs
+
+
+def xor(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 2, (n, 2), generator=g).float()
+    return x + 0.1 * torch.randn(n, 2, generator=g), (x[:, 0] != x[:, 1]).long()
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+TRAINER_OPTIONS = inspect.signature(tw.Trainer).parameters
+
+
+def train(tmp_path, model, lr, epochs, data, val=None, batch_size=20, optimizer=torch.optim.Adam):
+    """A real run into tmp_path; its records (a run the health guard stops still leaves them)."""
+    options = {"grad_flow_every": 2} if "grad_flow_every" in TRAINER_OPTIONS else {}
+    trainer = tw.Trainer(model, optimizer(model.parameters(), lr=lr), nn.CrossEntropyLoss(), run_dir=tmp_path,
+                         seed=0, log_every_steps=1, **options)
+    train_loader = tw.InMemoryLoader(*data, batch_size=batch_size, seed=0) if isinstance(data, tuple) else data
+    val_loader = tw.InMemoryLoader(*val, batch_size=256, shuffle=False) if val is not None else None
+    try:
+        trainer.fit(train_loader, val_loader, epochs=epochs)
+    except tw.TrainingError:
+        pass
+    return read_records(tmp_path)
+
+
+def test_real_healthy_run(tmp_path):
+    torch.manual_seed(0)
+    assert codes(train(tmp_path, mlp(), 0.05, 4, xor(200), xor(100, 1))) == ["healthy"]
+
+
+def test_real_learning_rate_far_too_low(tmp_path):
+    torch.manual_seed(0)
+    records = train(tmp_path, mlp(), 1e-7, 3, xor(200), xor(100, 1))
+    assert "not_decreasing" in codes(records)
+    assert finding(records, "lr_too_low", {"lr": 1e-7}).title == "The learning rate (1e-07) is probably too low"
+
+
+def test_real_learning_rate_far_too_high(tmp_path):
+    torch.manual_seed(0)
+    records = train(tmp_path, mlp(), 20.0, 4, xor(200), xor(100, 1))
+    assert finding(records, "lr_too_high", {"lr": 20.0}).title == "The learning rate (20) is probably too high"
+
+
+def test_real_overfitting_on_a_tiny_dataset(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(24, 20, generator=g), torch.randint(0, 2, (24,), generator=g))
+    val = (torch.randn(64, 20, generator=g), torch.randint(0, 2, (64,), generator=g))
+    torch.manual_seed(0)
+    big = nn.Sequential(nn.Linear(20, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 2))
+    f = finding(train(tmp_path, big, 1e-2, 20, data, val, batch_size=24), "overfitting")
+    assert f.title.startswith("Overfitting began at epoch ")
+
+
+def test_real_underfitting_linear_model_on_xor(tmp_path):
+    torch.manual_seed(0)
+    f = finding(train(tmp_path, nn.Linear(2, 2), 0.05, 8, xor(200), xor(100, 1)), "underfitting")
+    assert "training accuracy" in f.evidence
+
+
+class NaNOnce(nn.Module):
+    """An MLP whose 15th forward call returns NaN: a transient fault."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.calls = mlp(), 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.net(x)
+        return out * math.nan if self.calls == 15 else out
+
+
+def test_real_transient_nan(tmp_path):
+    torch.manual_seed(0)
+    f = finding(train(tmp_path, NaNOnce(), 0.05, 3, xor(200), xor(100, 1)), "loss_exploding")
+    assert "NaN" in f.title
+
+
+def test_real_vanishing_gradients_in_a_deep_sigmoid_stack(tmp_path):
+    torch.manual_seed(0)
+    deep = [nn.Linear(2, 8), nn.Sigmoid()] + [m for _ in range(12) for m in (nn.Linear(8, 8), nn.Sigmoid())]
+    records = train(tmp_path, nn.Sequential(*deep, nn.Linear(8, 2)), 1e-3, 1, xor(100))
+    if not verdict.of_kind(records, "layers"):
+        pytest.skip("the trainer does not write per-layer gradient records yet")
+    assert "0.weight" in finding(records, "vanishing_gradients").title
+
+
+class SlowDataset(torch.utils.data.Dataset):
+    """Every sample takes 5 ms to load: the model waits for data most of the time."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        time.sleep(0.005)
+        return self.x[i], self.y[i]
+
+
+def test_real_slow_data_loading(tmp_path):
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(SlowDataset(*xor(64)), batch_size=16, shuffle=True)
+    records = train(tmp_path, mlp(), 0.01, 2, loader)
+    if not any("data_wait_share" in r for r in records):
+        pytest.skip("the trainer does not record data_wait_share yet")
+    assert "bottleneck" in finding(records, "data_loading").title
