@@ -19,6 +19,7 @@ _EXPORTS = {
     "CosineSchedule": "trainwell.schedules",
     "clip_grad_norm": "trainwell.optim",
     "EarlyStopping": "trainwell.callbacks",
+    "HealthGuard": "trainwell.health",
     "InMemoryLoader": "trainwell.data",
     "train_val_test_split": "trainwell.data",
     "plot_learning_curves": "trainwell.plotting",

@@ -81,23 +81,29 @@ class Dispatcher:
         return bool(self._hooks[event])
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            self._key(i, cb): cb.state_dict()
-            for i, cb in enumerate(self.callbacks)
-            if hasattr(cb, "state_dict")
-        }
+        return {key: cb.state_dict() for key, cb in self._stateful().items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {self._key(i, cb): cb for i, cb in enumerate(self.callbacks) if hasattr(cb, "load_state_dict")}
+        expected = self._stateful()
         missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
         if missing or unexpected:
             raise KeyError(
                 f"callback state does not match the callbacks given: missing {sorted(missing)}, "
-                f"unexpected {sorted(unexpected)}"
+                f"unexpected {sorted(unexpected)}; build the Trainer with the callbacks (and run_dir) "
+                "the checkpoint was written with"
             )
         for key, cb in expected.items():
             cb.load_state_dict(state[key])
 
-    @staticmethod
-    def _key(index: int, callback: Any) -> str:
-        return f"{index}:{type(callback).__name__}"
+    def _stateful(self) -> dict[str, Any]:
+        """Callbacks with state, keyed by class name (``Name#2`` for a second one of a class)."""
+        keyed: dict[str, Any] = {}
+        for cb in self.callbacks:
+            if hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict"):
+                name = type(cb).__name__
+                key, count = name, 1
+                while key in keyed:
+                    count += 1
+                    key = f"{name}#{count}"
+                keyed[key] = cb
+        return keyed

@@ -71,8 +71,12 @@ class RunDirectory:
 
     # -- events
 
-    def on_fit_start(self, trainer: Any, **_: Any) -> None:
+    def on_fit_start(self, trainer: Any, resume: Any = None, **_: Any) -> None:
         ensure_writable(self.checkpoints)
+        fresh = trainer.step == 0 and trainer.epoch == 0 and trainer.position == 0
+        if fresh and resume is None and any(self.checkpoints.glob("*.ckpt")):
+            raise ConfigError(f"run directory {self.path} already holds a run; resume it (--resume, "
+                              "resume='auto') or choose another run directory")
         self.close()
 
         def keep(record: dict) -> bool:  # what a resumed run will not write again

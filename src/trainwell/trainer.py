@@ -97,7 +97,7 @@ class Trainer:
         self._pending_scheduler_state: dict | None = None
         self._resume_rng: dict | None = None
         self._kind: str | None = None
-        self._checked = False
+        self._train_checked = False  # the training data's first batch (or whole tensors) checked
         self._dataset_labels: torch.Tensor | None = None
         self.last_checkpoint: Path | None = None
         self._interrupted: str | None = None
@@ -142,11 +142,14 @@ class Trainer:
         if not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"epochs must be a whole number of at least 1, got {epochs!r}")
         self._ensure_schedule(train_data, epochs, accumulation_steps)
+        for data in (train_data, val_data):
+            if isinstance(data, InMemoryLoader):
+                _place_on_device(data, self.device)
         if resume is not None:
             self.resume(resume)
         self.stop_reason = None
         started = time.perf_counter()
-        self.events(Event.FIT_START, self, epochs=epochs, train_data=train_data, val_data=val_data)
+        self.events(Event.FIT_START, self, epochs=epochs, train_data=train_data, val_data=val_data, resume=resume)
         self.log(self._start_record(train_data))
         try:
             with _stop_on_signals(self):
@@ -188,8 +191,8 @@ class Trainer:
         if self._resume_rng is not None:  # skipping batches may have drawn from the global RNG
             set_rng_state(self._resume_rng)
             self._resume_rng = None
-        if not self._checked:
-            self._check_dataset(dataloader)
+        if not self._train_checked:
+            self._dataset_labels = self._check_dataset(dataloader, "training")
         for window in _windows(self._timed(batches), accumulation_steps):
             self._train_step(window)
             if self._interrupted:
@@ -217,7 +220,8 @@ class Trainer:
         window_loss = torch.zeros((), device=self.device)
         seen = []  # per micro-batch (loss, samples, correct): counted only if the step is taken
         for inputs, targets, n in batches:
-            logits, loss = self._forward(inputs, targets)
+            logits, loss = self._forward(inputs, targets, check=not self._train_checked, labels=self._dataset_labels)
+            self._train_checked = True
             weighted = loss if n == total else loss * (n / total)
             (self.scaler.scale(weighted) if self.scaler else weighted).backward()
             window_loss += weighted.detach().float()
@@ -322,10 +326,11 @@ class Trainer:
         inputs, targets = _to_device(batch[0], self.device), _to_device(batch[1], self.device)
         return inputs, targets, len(targets)
 
-    def _forward(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model outputs and mean loss; the first batch is checked before anything else runs."""
-        if not self._checked:
-            return self._checked_forward(inputs, targets)
+    def _forward(self, inputs: Any, targets: Any, check: bool = False,
+                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model outputs and mean loss; with ``check`` (a set's first batch) problems are explained first."""
+        if check:
+            return self._checked_forward(inputs, targets, labels)
         with autocast(self.precision, self.device):
             outputs = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
             return self._loss(outputs, targets)
@@ -344,7 +349,7 @@ class Trainer:
                 raise DataError(f"a label is outside the model's {logits.shape[-1]} outputs ({e})") from e
             raise
 
-    def _checked_forward(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _checked_forward(self, inputs: Any, targets: Any, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         check_finite(inputs, "the first batch's")
         with autocast(self.precision, self.device):
             outputs = forward_with_shape_check(
@@ -354,21 +359,20 @@ class Trainer:
             self._kind = classification_kind(logits, targets, self.loss_fn)
             if self._kind == "multiclass":
                 check_labels(targets, logits.shape[-1], "the first batch")
-                if self._dataset_labels is not None:
-                    check_labels(self._dataset_labels, logits.shape[-1], "the training data")
-            result = forward_with_shape_check(lambda: self._loss(outputs, targets), targets)
-        self._checked = True
-        return result
+                if labels is not None:
+                    check_labels(labels, logits.shape[-1], "the data set")
+            return forward_with_shape_check(lambda: self._loss(outputs, targets), targets)
 
-    def _check_dataset(self, dataloader: Iterable) -> None:
-        """Whole-dataset checks where the data is in memory (cheap); else the first batch only."""
-        self._dataset_labels = None
-        if isinstance(dataloader, InMemoryLoader):
-            check_finite(dataloader.tensors[0], "the training")
-            if len(dataloader.tensors) > 1 and not dataloader.tensors[1].is_floating_point():
-                self._dataset_labels = dataloader.tensors[1]
+    @staticmethod
+    def _check_dataset(dataloader: Iterable, name: str) -> torch.Tensor | None:
+        """Whole-set checks where the data is in memory (cheap); returns its labels to check against the model."""
         if num_batches(dataloader) == 0:
-            raise DataError("the training data is empty: it has no batches")
+            raise DataError(f"the {name} data is empty: it has no batches")
+        if not isinstance(dataloader, InMemoryLoader):
+            return None
+        check_finite(dataloader.tensors[0], f"the {name}")
+        labels = dataloader.tensors[1] if len(dataloader.tensors) > 1 else None
+        return labels if labels is not None and not labels.is_floating_point() else None
 
     def _clip_gradients(self) -> torch.Tensor:
         """The global L2 norm before clipping (a device tensor: no host sync); clips if asked."""
@@ -384,14 +388,16 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         meter = EpochMeter(self.device)
-        for batch in epoch_batches(dataloader, seed=0, epoch=0):
+        name = "validation" if prefix == "eval" else prefix
+        labels = self._check_dataset(dataloader, name)
+        for index, batch in enumerate(epoch_batches(dataloader, seed=0, epoch=0)):
             inputs, targets, n = self._unpack(batch)
-            logits, loss = self._forward(inputs, targets)
+            logits, loss = self._forward(inputs, targets, check=index == 0, labels=labels)
             kind = self._kind or classification_kind(logits, targets, self.loss_fn)
             meter.add_batch(loss, n, correct_count(kind, logits, targets, self.loss_fn))
         self.model.train(was_training)
         if meter.samples == 0:
-            raise DataError(f"the {'validation' if prefix == 'eval' else 'test'} data is empty")
+            raise DataError(f"the {name} data is empty")
         metrics = meter.result(prefix)
         metrics[f"{prefix}_samples"] = meter.samples
         return metrics
@@ -530,6 +536,17 @@ def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _place_on_device(loader: InMemoryLoader, device: torch.device) -> None:
+    """Keep in-memory data on the training device when it takes under half the free memory there."""
+    if loader.device == device:
+        return
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        if loader.nbytes > free // 2:
+            return
+    loader.to(device)
 
 
 def _peak_memory(device: torch.device) -> int:

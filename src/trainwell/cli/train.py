@@ -18,7 +18,7 @@ RUNS = Path("runs")
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Recipe defaults < the run being resumed < CONFIG.yaml < command-line options."""
-    from trainwell.recipes import get_recipe
+    from trainwell.recipes import recipe_defaults
 
     given = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
     sources = {name: f"--{name.replace('_', '-')}" for name in given}
@@ -33,9 +33,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if args.resume not in (None, "auto"):
         resumed = read_yaml(Path(args.resume) / "config.yaml")
         resumed["run_dir"] = args.resume
-    recipe_name = target or resumed.get("recipe") or "mnist"
-    recipe = get_recipe(str(recipe_name))
-    raw = {**recipe.defaults, **resumed, **file_values, **given, "recipe": recipe.name}
+    recipe = str(target or resumed.get("recipe") or "mnist")
+    raw = {**recipe_defaults(recipe), **resumed, **file_values, **given, "recipe": recipe}
     return validate(raw, sources)
 
 
@@ -66,28 +65,32 @@ def pick_run_dir(config: TrainConfig, resume: str | None) -> Path:
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     run_dir = pick_run_dir(config, args.resume)
+    from trainwell.recipes import get_recipe
     from trainwell.rundir import ensure_writable
+    from trainwell.runtime import check_precision, resolve_device, seed_everything
 
+    device = resolve_device(config.device)  # every user error before anything is written
+    check_precision(config.precision, device)
+    if not args.resume and any((run_dir / "checkpoints").glob("*.ckpt")):
+        raise ConfigError(f"run directory {run_dir} already holds a run; add --resume to continue it "
+                          "or choose another --run-dir")
+    seed_everything(config.seed)
+    parts = get_recipe(config.recipe).build(config, device)
     ensure_writable(run_dir)
     import yaml
 
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**asdict(config), "run_dir": str(run_dir)}, sort_keys=False))
-    return train(config, run_dir, resume="auto" if args.resume else None)
+    return train(config, parts, device, run_dir, resume="auto" if args.resume else None)
 
 
-def train(config: TrainConfig, run_dir: Path, resume: str | None) -> int:
-    """Build the recipe and train it; exit 1 with a diagnosis if training fails."""
+def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, resume: str | None) -> int:
+    """Train the recipe's parts; exit 1 with a diagnosis if training fails."""
     from rich.console import Console
 
     from trainwell import memory
-    from trainwell.recipes import get_recipe
-    from trainwell.runtime import resolve_device, seed_everything
     from trainwell.trainer import Trainer
 
     console = Console(highlight=False, soft_wrap=True)
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
-    parts = get_recipe(config.recipe).build(config, device)
     n_params = sum(p.numel() for p in parts.model.parameters())
     console.print(f"trainwell: recipe {config.recipe} on {device.type}, {n_params:,} parameters, "
                   f"{parts.train.num_samples:,} training samples, run directory {run_dir}")

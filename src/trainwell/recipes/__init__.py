@@ -17,6 +17,11 @@ RECIPES = {
     "mnist": ("trainwell.recipes.mnist", "seed 000: 235,146-parameter MLP on full MNIST (ships with the install)"),
     "xor": ("trainwell.recipes.xor", "seed 004: 2-4-1 network on noisy XOR, 80/10/10 split, early stopping"),
 }
+# Kept here, not in the recipe modules, so a config is validated before torch is imported.
+DEFAULTS = {
+    "mnist": {"epochs": 5, "lr": 1e-3, "batch_size": 64, "optimizer": "adam"},
+    "xor": {"epochs": 200, "lr": 0.05, "batch_size": 32, "optimizer": "adam", "patience": 20},
+}
 
 
 @dataclass
@@ -37,12 +42,21 @@ class Parts:
 @dataclass
 class Recipe:
     name: str
-    defaults: dict[str, Any]
     build: Callable[..., Parts]
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return recipe_defaults(self.name)
+
+
+def recipe_defaults(name: str) -> dict[str, Any]:
+    """The option defaults of recipe ``name`` (no torch import); a ConfigError listing the valid ones."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}{closest(name, RECIPES)}; available: {', '.join(RECIPES)}")
+    return dict(DEFAULTS[name])
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name``; a ConfigError listing the valid ones otherwise."""
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}{closest(name, RECIPES)}; available: {', '.join(RECIPES)}")
+    """The recipe called ``name`` (imports its module)."""
+    recipe_defaults(name)
     return importlib.import_module(RECIPES[name][0]).RECIPE

@@ -38,4 +38,4 @@ def build(config: TrainConfig, device: torch.device) -> Parts:
     return assemble(config, device, mlp(), nn.CrossEntropyLoss(), (train, val, test))
 
 
-RECIPE = Recipe("mnist", {"epochs": 5, "lr": 1e-3, "batch_size": 64, "optimizer": "adam"}, build)
+RECIPE = Recipe("mnist", build)

@@ -21,4 +21,4 @@ def build(config: TrainConfig, device: torch.device) -> Parts:
     return assemble(config, device, model, nn.BCEWithLogitsLoss(), splits)
 
 
-RECIPE = Recipe("xor", {"epochs": 200, "lr": 0.05, "batch_size": 32, "optimizer": "adam", "patience": 20}, build)
+RECIPE = Recipe("xor", build)
