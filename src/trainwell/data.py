@@ -90,7 +90,7 @@ class InMemoryLoader:
                 yield tuple(t[lo:hi] for t in self.tensors)
             else:
                 picked = order[lo:hi]
-                yield tuple(t[picked] for t in self.tensors)
+                yield tuple(torch.index_select(t, 0, picked) for t in self.tensors)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         for batch in self.batches(self.epoch, start=self.position):

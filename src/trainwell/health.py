@@ -34,6 +34,8 @@ SPIKE_RATIO = 8.0
 # Early on, before a window of history exists, only a jump this large counts.
 EARLY_SPIKE_RATIO = 20.0
 EARLY_HISTORY = 10
+# The robust level moves slowly; recomputing it every few steps keeps the check cheap.
+REFRESH_EVERY = 10
 
 
 class HealthGuard:
@@ -61,6 +63,8 @@ class HealthGuard:
         self.interventions: list[dict[str, Any]] = []
         self.snapshot: dict[str, Any] | None = None
         self.snapshot_step = 0
+        self.level: tuple[float, float] | None = None  # (median, threshold), refreshed every few steps
+        self.since_update = 0
 
     # -- events
 
@@ -68,8 +72,11 @@ class HealthGuard:
         if self.snapshot is None:
             self._take_snapshot(trainer)
 
-    def on_before_step(self, trainer: Any, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        loss_value, norm_value = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
+    def on_before_step(self, trainer: Any, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+        if grad_norm is None:  # not measured this step: the loss alone (damaged weights show up next step)
+            loss_value, norm_value = float(loss), 0.0
+        else:
+            loss_value, norm_value = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
         cause = self._diagnose(loss_value, norm_value)
         if cause is None:
             self.losses.append(loss_value)
@@ -93,15 +100,21 @@ class HealthGuard:
             return f"non-finite gradients (norm {grad_norm})"
         if not self.losses:
             return None
-        median = statistics.median(self.losses)
-        if len(self.losses) < EARLY_HISTORY:
-            threshold = EARLY_SPIKE_RATIO * median
-        else:
-            mad = statistics.median(abs(x - median) for x in self.losses) * 1.4826
-            threshold = max(median + SPIKE_MADS * mad, SPIKE_RATIO * median)
+        if self.level is None or len(self.losses) < EARLY_HISTORY or self.since_update >= REFRESH_EVERY:
+            self.level, self.since_update = self._spike_level(), 0
+        self.since_update += 1
+        median, threshold = self.level
         if median > 0 and loss > threshold:
             return f"loss spike ({loss:.4g}, {loss / median:.1f}x the recent median {median:.4g})"
         return None
+
+    def _spike_level(self) -> tuple[float, float]:
+        """(recent median, spike threshold) from the accepted losses."""
+        median = statistics.median(self.losses)
+        if len(self.losses) < EARLY_HISTORY:
+            return median, EARLY_SPIKE_RATIO * median
+        mad = statistics.median([abs(x - median) for x in self.losses]) * 1.4826
+        return median, max(median + SPIKE_MADS * mad, SPIKE_RATIO * median)
 
     def _intervene(self, trainer: Any, cause: str, spike: bool) -> None:
         damaged = not all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
@@ -147,13 +160,16 @@ class HealthGuard:
 
     def state_dict(self) -> dict[str, Any]:
         return {"losses": list(self.losses), "interventions": list(self.interventions),
-                "snapshot": self.snapshot, "snapshot_step": self.snapshot_step}
+                "snapshot": self.snapshot, "snapshot_step": self.snapshot_step,
+                "level": self.level, "since_update": self.since_update}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.losses.clear()
         self.losses.extend(state["losses"])
         self.interventions = list(state["interventions"])
         self.snapshot, self.snapshot_step = state["snapshot"], state["snapshot_step"]
+        self.level = tuple(state["level"]) if state["level"] is not None else None
+        self.since_update = state["since_update"]
 
 
 def _clone(value: Any) -> Any:

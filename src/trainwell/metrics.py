@@ -36,30 +36,30 @@ def correct_count(kind: str | None, logits: torch.Tensor, targets: torch.Tensor,
 
 
 class EpochMeter:
-    """Running sums for one epoch: loss x samples, correct predictions, gradient norms."""
+    """Running sums for one epoch: loss x samples, correct predictions, measured gradient norms."""
 
     def __init__(self, device: torch.device):
-        dtype = torch.float32 if device.type == "mps" else torch.float64
+        # float32 sums: the losses and norms arrive as float32, and mixing dtypes costs a copy per step.
+        dtype = torch.float32
         self.loss_sum = torch.zeros((), dtype=dtype, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.grad_norm_sum = torch.zeros((), dtype=dtype, device=device)
         self.grad_norm_max = torch.zeros((), dtype=dtype, device=device)
         self.samples = 0
-        self.steps = 0
+        self.norms = 0  # steps whose gradient norm was measured
         self.has_accuracy = False
 
     def add_batch(self, loss: torch.Tensor, samples: int, correct: torch.Tensor | None) -> None:
-        self.loss_sum += loss.detach() * samples
+        self.loss_sum.add_(loss.detach(), alpha=samples)
         self.samples += samples
         if correct is not None:
-            self.correct += correct
+            self.correct.add_(correct)
             self.has_accuracy = True
 
-    def add_step(self, grad_norm: torch.Tensor) -> None:
-        norm = grad_norm.detach().to(self.grad_norm_sum.dtype)
-        self.grad_norm_sum += norm
-        torch.maximum(self.grad_norm_max, norm, out=self.grad_norm_max)
-        self.steps += 1
+    def add_grad_norm(self, grad_norm: torch.Tensor) -> None:
+        self.grad_norm_sum.add_(grad_norm.detach())
+        torch.maximum(self.grad_norm_max, grad_norm.detach(), out=self.grad_norm_max)
+        self.norms += 1
 
     def result(self, prefix: str) -> dict[str, float]:
         """The epoch's means (one host sync)."""
@@ -68,8 +68,8 @@ class EpochMeter:
         out = {f"{prefix}_loss": float(self.loss_sum) / self.samples}
         if self.has_accuracy:
             out[f"{prefix}_acc"] = int(self.correct) / self.samples
-        if self.steps:
-            out["grad_norm"] = float(self.grad_norm_sum) / self.steps
+        if self.norms:
+            out["grad_norm"] = float(self.grad_norm_sum) / self.norms
             out["grad_norm_max"] = float(self.grad_norm_max)
         return out
 
@@ -80,11 +80,11 @@ class EpochMeter:
             "grad_norm_sum": self.grad_norm_sum.cpu(),
             "grad_norm_max": self.grad_norm_max.cpu(),
             "samples": self.samples,
-            "steps": self.steps,
+            "norms": self.norms,
             "has_accuracy": self.has_accuracy,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("loss_sum", "correct", "grad_norm_sum", "grad_norm_max"):
             getattr(self, name).copy_(state[name])
-        self.samples, self.steps, self.has_accuracy = state["samples"], state["steps"], state["has_accuracy"]
+        self.samples, self.norms, self.has_accuracy = state["samples"], state["norms"], state["has_accuracy"]

@@ -88,11 +88,13 @@ class RunDirectory:
         if self.tensorboard:
             self.loggers.append(TensorBoardLogger(self.path / "tensorboard", resume_step=trainer.step))
 
-    def on_step_end(self, trainer: Any, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+    def on_step_end(self, trainer: Any, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
         if trainer.step % self.log_every == 0:
-            loss_value, norm_value = torch.stack([loss.float(), grad_norm.float()]).tolist()
-            self.log({"kind": "step", "step": trainer.step, "epoch": trainer.epoch + 1, "loss": loss_value,
-                      "grad_norm": norm_value, "lr": trainer.optimizer.param_groups[0]["lr"]}, trainer.step)
+            record = {"kind": "step", "step": trainer.step, "epoch": trainer.epoch + 1, "loss": float(loss),
+                      "lr": trainer.optimizer.param_groups[0]["lr"]}
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm)
+            self.log(record, trainer.step)
         if self.every and trainer.step % self.every == 0:
             self.save_checkpoint(trainer)
 

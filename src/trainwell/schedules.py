@@ -107,7 +107,7 @@ def build_schedule(
 
 
 class ScheduleDriver:
-    """Drives whichever scheduler the user gave, so the loop calls three plain hooks.
+    """Drives whichever scheduler the user gave (or none), so the loop calls three plain hooks.
 
     - a seed-style object with ``get_lr(epoch)`` sets the lr at each epoch start;
     - a torch scheduler steps per optimizer step (``interval="step"``) or per epoch;
@@ -122,14 +122,14 @@ class ScheduleDriver:
         self.interval = interval
         self.lr_scale = 1.0  # the health guard's back-off, applied on top of any schedule
         self.is_torch = isinstance(scheduler, (LRScheduler, ReduceLROnPlateau))
-        if not self.is_torch and not callable(getattr(scheduler, "get_lr", None)):
+        if scheduler is not None and not self.is_torch and not callable(getattr(scheduler, "get_lr", None)):
             raise ConfigError(
                 "scheduler must be a torch.optim.lr_scheduler scheduler, an object with "
                 f"get_lr(epoch), or a built-in name; got {type(scheduler).__name__}"
             )
 
     def epoch_start(self, epoch: int) -> None:
-        if not self.is_torch:
+        if self.scheduler is not None and not self.is_torch:
             lr = float(self.scheduler.get_lr(epoch)) * self.lr_scale
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

@@ -25,17 +25,20 @@ def mlp() -> nn.Module:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, 28, 28] -> float32 [N, 784], standardised."""
-    return ((images.reshape(len(images), -1).float() / 255.0) - MEAN) / STD
+    """uint8 [N, 28, 28] -> float32 [N, 784], standardised (one float copy, no temporaries)."""
+    return images.reshape(len(images), -1).float().div_(255.0).sub_(MEAN).div_(STD)
 
 
 def build(config: TrainConfig, device: torch.device) -> Parts:
     arrays = load_mnist(config.data)
-    x = normalize(torch.from_numpy(arrays.train_images))
-    y = torch.from_numpy(arrays.train_labels)
-    train, val, _ = train_val_test_split(x, y, train=0.9, val=0.1, seed=config.seed)
-    test = (normalize(torch.from_numpy(arrays.test_images)), torch.from_numpy(arrays.test_labels))
-    return assemble(config, device, mlp(), nn.CrossEntropyLoss(), (train, val, test))
+    images, labels = torch.from_numpy(arrays.train_images), torch.from_numpy(arrays.train_labels)
+    # Split the uint8 images and convert each part once: a quarter of the memory of a float split.
+    train, val, _ = train_val_test_split(images, labels, train=0.9, val=0.1, seed=config.seed)
+    if config.num_samples is not None:
+        train = (train[0][: config.num_samples], train[1][: config.num_samples])
+    test = (torch.from_numpy(arrays.test_images), torch.from_numpy(arrays.test_labels))
+    splits = tuple((normalize(x), y) for x, y in (train, val, test))
+    return assemble(config, device, mlp(), nn.CrossEntropyLoss(), splits)
 
 
 RECIPE = Recipe("mnist", build)

@@ -1,0 +1,53 @@
+"""trainwell's ``mnist`` recipe path, as ``trainwell train mnist`` runs it: the config, the
+recipe's ``build()`` (its in-memory loader and fused Adam), ``tw.Trainer`` with a run
+directory (metrics.jsonl logging, epoch checkpoints, final weights at the defaults), then
+``fit``. Validation runs once at the end on the official 10k test set, like every contender.
+
+The recipe trains on its own 54,000-image split of the 60k training set (seeded), the other
+contenders on the first 54,000: the same amount of work per epoch.
+"""
+
+import tempfile
+
+import _common as c
+
+args = c.parse_args()
+import_s, versions = c.timed_import("trainwell_recipe", "torch", "trainwell", "trainwell.trainer",
+                                    "trainwell.recipes.mnist")
+
+import torch
+
+import trainwell as tw
+from trainwell.config import TrainConfig
+from trainwell.recipes import get_recipe
+
+c.ensure_cache()
+config = TrainConfig(recipe="mnist", epochs=1 + args.epochs, lr=c.LR, batch_size=args.batch_size,
+                     device=args.device, seed=args.seed)
+device = torch.device(args.device)
+parts = get_recipe("mnist").build(config, device)
+
+
+class Clock:
+    def __init__(self):
+        self.clock = c.EpochClock(args.device)
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == 1:
+            self.clock.start()
+
+    def on_fit_end(self, trainer, history):  # after the last epoch's checkpoint, before the final weights
+        self.clock.stop()
+
+
+clock = Clock()
+with tempfile.TemporaryDirectory(prefix="tw-bench-") as run_dir:
+    trainer = tw.Trainer(parts.model, parts.optimizer, parts.loss_fn, parts.scheduler, config.clip,
+                         device=device, precision=config.precision, callbacks=[*parts.callbacks, clock],
+                         run_dir=run_dir, seed=config.seed, checkpoint_every_steps=config.checkpoint_every,
+                         log_every_steps=config.log_every, keep_checkpoints=config.keep_checkpoints, verbose=False)
+    trainer.fit(parts.train, None, epochs=config.epochs)
+    result = trainer.test(parts.test)
+c.report("trainwell_recipe", args, import_s=import_s, timed_s=clock.clock.seconds,
+         samples=parts.train.num_samples * args.epochs, val_acc=100.0 * result["test_acc"],
+         train_loss=trainer.history["train_loss"][-1], versions=versions)
