@@ -123,9 +123,11 @@ def child_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-def run_contender(name: str, variant: str, batch_size: int, args: argparse.Namespace, env: dict) -> dict:
+def run_contender(name: str, variant: str, batch_size: int, args: argparse.Namespace, env: dict,
+                  seed: int = 0) -> dict:
+    """One contender in its own process; repetition r uses seed r, so medians average over seeds."""
     cmd = [sys.executable, str(BENCH / "contenders" / f"{name}.py"), "--batch-size", str(batch_size),
-           "--epochs", str(args.epochs), "--device", args.device, "--variant", variant]
+           "--epochs", str(args.epochs), "--device", args.device, "--variant", variant, "--seed", str(seed)]
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -345,7 +347,7 @@ def main() -> None:
         for bs in args.batch_sizes:
             for name, variant in contenders:
                 done += 1
-                result = run_contender(name, variant, bs, args, env)
+                result = run_contender(name, variant, bs, args, env, seed=rep)
                 result.update(rep=rep, batch_size_asked=bs, label=label(name, variant))
                 results.append(result)
                 what = (f"{result['samples_per_s']:,.0f} samples/s, acc {result['val_acc']:.2f}%, "

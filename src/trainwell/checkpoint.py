@@ -143,3 +143,16 @@ def latest(directory: str | os.PathLike, pattern: str = "*.ckpt") -> Path | None
             return path
         warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)
     return None
+
+
+def check_model_keys(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """A CheckpointError naming the first differing keys when ``saved`` belongs to a different model."""
+    current = model.state_dict()
+    missing = [k for k in current if k not in saved]
+    unexpected = [k for k in saved if k not in current]
+    reshaped = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in current.items()
+                if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    if missing or unexpected or reshaped:
+        parts = [f"{label}: {', '.join(items[:3])}" for label, items in
+                 (("missing", missing), ("unexpected", unexpected), ("shape differs", reshaped)) if items]
+        raise CheckpointError("the checkpoint is from a different model; " + "; ".join(parts))

@@ -137,6 +137,18 @@ def _seeded_dataloader_iter(loader: DataLoader, seed: int, epoch: int) -> Iterat
     return iterator if first is None else chain([first], iterator)
 
 
+def windows(batches: Iterator, size: int) -> Iterator[list]:
+    """Consecutive groups of ``size`` micro-batches (one optimizer step each); the last may be shorter."""
+    window: list = []
+    for batch in batches:
+        window.append(batch)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
 def num_batches(loader: Iterable) -> int | None:
     """Batches per epoch, or None for an iterable without a length."""
     try:

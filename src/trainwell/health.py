@@ -77,6 +77,8 @@ class HealthGuard:
             loss_value, norm_value = float(loss), 0.0
         else:
             loss_value, norm_value = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
+        if trainer.scaler is not None and math.isfinite(loss_value) and not math.isfinite(norm_value):
+            return  # float16 overflow: the GradScaler skips this step and lowers its scale itself
         cause = self._diagnose(loss_value, norm_value)
         if cause is None:
             self.losses.append(loss_value)

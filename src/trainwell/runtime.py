@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Any, ContextManager
+import resource
+import signal
+import threading
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -82,3 +85,52 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """A tensor (or a dict of them) on ``device``; anything else unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def place_on_device(loader: Any, device: torch.device) -> None:
+    """Move an in-memory loader's tensors to ``device`` when they take under half its free memory."""
+    if loader.device == device:
+        return
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        if loader.nbytes > free // 2:
+            return
+    loader.to(device)
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak bytes so far: the GPU allocator's on CUDA, the process's resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@contextlib.contextmanager
+def stop_on_signals(request: Callable[[str], None]) -> Iterator[None]:
+    """SIGTERM/SIGINT call ``request(signal_name)`` (finish the step, then stop); a second one aborts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        request(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

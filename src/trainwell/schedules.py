@@ -166,6 +166,17 @@ class ScheduleDriver:
             self.scheduler.load_state_dict(state["scheduler"])
 
 
+def parse_schedule_spec(spec: Any) -> tuple[str, dict]:
+    """``"NAME"``, ``("NAME", options)`` or ``{"name": NAME, **options}`` -> (name, options)."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return spec[0], dict(spec[1])
+    if isinstance(spec, Mapping) and "name" in spec:
+        return spec["name"], {k: v for k, v in spec.items() if k != "name"}
+    raise ConfigError(f"a schedule by name is 'NAME', ('NAME', options) or {{'name': NAME, ...}}; names: {SCHEDULE_NAMES}")
+
+
 def default_interval(scheduler: Any) -> str:
     """Per-step for schedulers built around a step count, per epoch for the rest (torch's convention)."""
     per_step = (OneCycleLR, torch.optim.lr_scheduler.CyclicLR)

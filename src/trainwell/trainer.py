@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import math
 import os
-import resource
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -24,12 +20,13 @@ from torch import nn
 
 from trainwell import checkpoint
 from trainwell.checks import check_finite, check_labels, forward_with_shape_check
-from trainwell.data import InMemoryLoader, epoch_batches, num_batches
+from trainwell.data import InMemoryLoader, epoch_batches, num_batches, windows
 from trainwell.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainwellError
 from trainwell.events import Dispatcher, Event, SkipStep, StopTraining
 from trainwell.metrics import EpochMeter, classification_kind, correct_count
-from trainwell.runtime import autocast, check_precision, resolve_device, rng_state, seed_everything, set_rng_state
-from trainwell.schedules import SCHEDULE_NAMES, ScheduleDriver, build_schedule, default_interval
+from trainwell.runtime import (autocast, check_precision, peak_memory, place_on_device, resolve_device, rng_state,
+                               seed_everything, set_rng_state, stop_on_signals, to_device)
+from trainwell.schedules import ScheduleDriver, build_schedule, default_interval, parse_schedule_spec
 
 HISTORY_KEYS = ("train_loss", "train_acc", "eval_loss", "eval_acc", "learning_rates", "grad_norm",
                 "samples_per_sec", "epoch_time")
@@ -149,15 +146,16 @@ class Trainer:
         self._ensure_schedule(train_data, epochs, accumulation_steps)
         for data in (train_data, val_data):
             if isinstance(data, InMemoryLoader):
-                _place_on_device(data, self.device)
+                place_on_device(data, self.device)
         if resume is not None:
             self.resume(resume)
         self.stop_reason = None
         started = time.perf_counter()
         self.events(Event.FIT_START, self, epochs=epochs, train_data=train_data, val_data=val_data, resume=resume)
         self.log(self._start_record(train_data))
+        self._interrupted = None
         try:
-            with _stop_on_signals(self):
+            with stop_on_signals(self._request_stop):
                 while self.epoch < epochs and self.stop_reason is None:
                     self.train_epoch(train_data, accumulation_steps)
                     if val_data is not None:
@@ -198,7 +196,7 @@ class Trainer:
             self._resume_rng = None
         if not self._train_checked:
             self._dataset_labels = self._check_dataset(dataloader, "training")
-        for window in _windows(self._timed(batches), accumulation_steps):
+        for window in windows(self._timed(batches), accumulation_steps):
             self._train_step(window)
             if self._interrupted:
                 raise _Interrupt(self._interrupted)
@@ -207,7 +205,7 @@ class Trainer:
         elapsed = time.perf_counter() - started
         metrics = self._meter.result("train")
         metrics.update(lr=lr, epoch_time=elapsed, samples_per_sec=self._meter.samples / max(elapsed, 1e-9),
-                       data_wait_share=self._data_wait / max(elapsed, 1e-9), memory_bytes=_peak_memory(self.device))
+                       data_wait_share=self._data_wait / max(elapsed, 1e-9), memory_bytes=peak_memory(self.device))
         self._epoch_metrics = metrics
         self._record(metrics, learning_rates=lr)
         self.epoch, self.position = self.epoch + 1, 0
@@ -240,6 +238,8 @@ class Trainer:
             self.events(Event.BEFORE_STEP, self, loss=window_loss, grad_norm=grad_norm)
         except SkipStep:
             self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()  # the scaler expects an update after each unscale_
             return
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -281,12 +281,16 @@ class Trainer:
         outputs = []
         for batch in data:
             inputs = batch if isinstance(batch, (torch.Tensor, Mapping)) else batch[0]
-            inputs = _to_device(inputs, self.device)
+            inputs = to_device(inputs, self.device)
             with autocast(self.precision, self.device):
                 out = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
             outputs.append(getattr(out, "logits", out).float().cpu())
         self.model.train(was_training)
         return torch.cat(outputs) if outputs else torch.empty(0)
+
+    def _request_stop(self, signal_name: str) -> None:
+        """A signal asked to stop: the loop finishes the step in progress, then checkpoints and stops."""
+        self._interrupted = signal_name
 
     # ------------------------------------------------------------------ records
 
@@ -324,13 +328,13 @@ class Trainer:
     def _unpack(self, batch: Any) -> tuple[Any, Any, int]:
         """(inputs, targets, number of samples) on the training device, from a tuple or a dict batch."""
         if isinstance(batch, Mapping):
-            inputs = _to_device(dict(batch), self.device)
+            inputs = to_device(dict(batch), self.device)
             targets = inputs.get("labels")
             first = targets if targets is not None else next(v for v in inputs.values() if isinstance(v, torch.Tensor))
             return inputs, targets, len(first)
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise DataError(f"a batch must be (inputs, targets) or a dict, got {type(batch).__name__}")
-        inputs, targets = _to_device(batch[0], self.device), _to_device(batch[1], self.device)
+        inputs, targets = to_device(batch[0], self.device), to_device(batch[1], self.device)
         return inputs, targets, len(targets)
 
     def _forward(self, inputs: Any, targets: Any, check: bool = False,
@@ -431,7 +435,7 @@ class Trainer:
         if spec is None:
             interval = "epoch"
         elif isinstance(spec, (str, tuple, Mapping)):
-            name, options = _schedule_spec(spec)
+            name, options = parse_schedule_spec(spec)
             batches = num_batches(dataloader)
             if epochs is None or batches is None:
                 raise ConfigError(
@@ -477,7 +481,7 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint keys differ: missing {sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}"
             )
-        _check_model_keys(self.model, state["model"])
+        checkpoint.check_model_keys(self.model, state["model"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_schedule is not None and state["scheduler"] is not None:
@@ -531,86 +535,3 @@ class Trainer:
 
 class _Interrupt(Exception):
     """Internal: a signal arrived; unwinds to ``fit`` after the step in progress completed."""
-
-
-@contextmanager
-def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """SIGTERM/SIGINT ask for a clean stop after the current step; a second Ctrl-C aborts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        if trainer._interrupted:
-            raise KeyboardInterrupt
-        trainer._interrupted = signal.Signals(signum).name
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    trainer._interrupted = None
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _place_on_device(loader: InMemoryLoader, device: torch.device) -> None:
-    """Keep in-memory data on the training device when it takes under half the free memory there."""
-    if loader.device == device:
-        return
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        if loader.nbytes > free // 2:
-            return
-    loader.to(device)
-
-
-def _peak_memory(device: torch.device) -> int:
-    """Peak bytes so far: the GPU allocator's on CUDA, the process's resident set on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _windows(batches: Iterator, size: int) -> Iterator[list]:
-    """Consecutive groups of ``size`` micro-batches; the last one may be shorter."""
-    window: list = []
-    for batch in batches:
-        window.append(batch)
-        if len(window) == size:
-            yield window
-            window = []
-    if window:
-        yield window
-
-
-def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, Mapping):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
-
-
-def _schedule_spec(spec: Any) -> tuple[str, dict]:
-    if isinstance(spec, str):
-        return spec, {}
-    if isinstance(spec, tuple) and len(spec) == 2:
-        return spec[0], dict(spec[1])
-    if isinstance(spec, Mapping) and "name" in spec:
-        return spec["name"], {k: v for k, v in spec.items() if k != "name"}
-    raise ConfigError(f"a schedule by name is 'NAME', ('NAME', options) or {{'name': NAME, ...}}; names: {SCHEDULE_NAMES}")
-
-
-def _check_model_keys(model: nn.Module, saved: Mapping[str, torch.Tensor]) -> None:
-    """A clear error when a checkpoint belongs to a different model."""
-    current = model.state_dict()
-    missing = [k for k in current if k not in saved]
-    unexpected = [k for k in saved if k not in current]
-    reshaped = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in current.items()
-                if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
-    if missing or unexpected or reshaped:
-        parts = [f"{label}: {', '.join(items[:3])}" for label, items in
-                 (("missing", missing), ("unexpected", unexpected), ("shape differs", reshaped)) if items]
-        raise CheckpointError("the checkpoint is from a different model; " + "; ".join(parts))
-
