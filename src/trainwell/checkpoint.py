@@ -17,7 +17,7 @@ import pickle
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -71,19 +71,65 @@ def atomic_write(path: Path, write: Any) -> None:
     _fsync_dir(path.parent)
 
 
-def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` and its manifest atomically; on failure the previous files are intact."""
+def serialize(state: dict[str, Any]) -> memoryview:
+    """The checkpoint's bytes, taken now (the training state may change right after)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getbuffer()
+
+
+def write(data: memoryview, path: str | os.PathLike) -> Path:
+    """Write serialised bytes and their manifest atomically; on failure earlier files are intact."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()  # serialise first, so a failing disk shows up as an OSError on write
-        torch.save(state, buffer)
-        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
-        manifest = {"file": path.name, "size": path.stat().st_size, "sha256": sha256_of(path), "format": 1}
+        atomic_write(path, lambda f: f.write(data))
+        manifest = {"file": path.name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "format": 1}
         atomic_write(manifest_path(path), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     except OSError as e:
         raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}") from e
     return path
+
+
+def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Serialise ``state`` and write it with its manifest, atomically."""
+    return write(serialize(state), path)
+
+
+class BackgroundWriter:
+    """Writes checkpoints on a background thread, one at a time.
+
+    The state is serialised on the caller's thread (so it is the state of that moment);
+    the write, sha256 and fsyncs — most of a checkpoint's cost — overlap with training.
+    ``submit`` first waits for the previous write, so at most one is in flight and its
+    error (a full disk, say) surfaces at the next checkpoint or at ``wait()``.
+    """
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+        self._pending: Any = None
+
+    def submit(self, state: dict[str, Any], path: Path, then: Callable[[Path], None] | None = None) -> None:
+        self.wait()
+        data = serialize(state)
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainwell-checkpoint")
+        self._pending = self._pool.submit(self._write, data, path, then)
+
+    @staticmethod
+    def _write(data: memoryview, path: Path, then: Callable[[Path], None] | None) -> Path:
+        written = write(data, path)
+        if then is not None:
+            then(written)
+        return written
+
+    def wait(self) -> None:
+        """Block until the pending write is on disk; raise its error, if any."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
 
 def verify(path: Path) -> str | None:

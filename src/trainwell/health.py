@@ -82,6 +82,8 @@ class HealthGuard:
         cause = self._diagnose(loss_value, norm_value)
         if cause is None:
             self.losses.append(loss_value)
+            if trainer.step - self.snapshot_step >= self.snapshot_every:
+                self._take_snapshot(trainer)  # these weights just gave a healthy loss: a good state
             return
         self._intervene(trainer, cause, spike=cause.startswith("loss spike"))
         raise SkipStep(cause)
@@ -90,8 +92,6 @@ class HealthGuard:
         schedule = trainer.lr_schedule
         if schedule.lr_scale < 1:  # ease a back-off out, one quiet step at a time
             schedule.scale_lr(min(1.0, schedule.lr_scale * self.recovery_rate) / schedule.lr_scale)
-        if trainer.step - self.snapshot_step >= self.snapshot_every:
-            self._take_snapshot(trainer)
 
     # -- decisions
 

@@ -73,6 +73,8 @@ class RunDirectory:
 
     def on_fit_start(self, trainer: Any, resume: Any = None, **_: Any) -> None:
         ensure_writable(self.checkpoints)
+        for leftover in self.checkpoints.glob(".*.tmp"):  # a write cut short by a crash
+            leftover.unlink(missing_ok=True)
         fresh = trainer.step == 0 and trainer.epoch == 0 and trainer.position == 0
         if fresh and resume is None and any(self.checkpoints.glob("*.ckpt")):
             raise ConfigError(f"run directory {self.path} already holds a run; resume it (--resume, "
@@ -125,10 +127,10 @@ class RunDirectory:
             logger.close()
         self.loggers = []
 
-    def save_checkpoint(self, trainer: Any) -> Path:
-        path = trainer.save_checkpoint(self.checkpoints / _name(trainer.step))
-        self._apply_retention()
-        return path
+    def save_checkpoint(self, trainer: Any, wait: bool = False) -> Path:
+        """Checkpoint in the background; old ones are pruned once the new one is on disk."""
+        return trainer.save_checkpoint(self.checkpoints / _name(trainer.step), wait=wait,
+                                       then=lambda _: self._apply_retention())
 
     def _apply_retention(self) -> None:
         """Keep the newest ``keep_last``, the best and the milestones; delete the rest."""

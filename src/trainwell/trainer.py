@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -102,6 +102,7 @@ class Trainer:
         self._train_checked = False  # the training data's first batch (or whole tensors) checked
         self._dataset_labels: torch.Tensor | None = None
         self.last_checkpoint: Path | None = None
+        self._writer = checkpoint.BackgroundWriter()
         self._interrupted: str | None = None
         self._data_wait = 0.0
         # Order matters: the guard sees a step first (it may veto it); the run directory goes
@@ -167,13 +168,14 @@ class Trainer:
                     except StopTraining as stop:
                         self.stop_reason = str(stop)
         except _Interrupt as signal:
-            saved = self.run_directory.save_checkpoint(self) if self.run_directory else None
+            saved = self.run_directory.save_checkpoint(self, wait=True) if self.run_directory else None
             self._log_end(f"interrupted by {signal}", started)
             raise Interrupted(str(signal), saved) from None
         except TrainwellError as failure:
             self._log_end(f"failed: {failure}", started)
             raise
         self.events(Event.FIT_END, self, history=self.history)
+        self.wait_for_checkpoints()
         self._log_end(self.stop_reason or "completed", started)
         return self.history
 
@@ -503,12 +505,29 @@ class Trainer:
         set_rng_state(state["rng"])
         self._resume_rng = state["rng"] if self.position > 0 else None
 
-    def save_checkpoint(self, path: str | os.PathLike) -> Path:
-        """Write the complete training state to ``path`` atomically (plus a size+sha256 manifest)."""
-        written = checkpoint.save(self.state_dict(), path)
-        self.last_checkpoint = written
-        self.events(Event.CHECKPOINT, self, path=written)
-        return written
+    def save_checkpoint(self, path: str | os.PathLike, *, wait: bool = True,
+                        then: Callable[[Path], None] | None = None) -> Path:
+        """Write the complete training state to ``path`` atomically (plus a size+sha256 manifest).
+
+        With ``wait=False`` the state is captured now and written on a background thread
+        (``then(path)`` runs once it is on disk); ``wait_for_checkpoints()`` waits for it.
+        """
+        path = Path(path)
+
+        def written(done: Path) -> None:
+            self.last_checkpoint = done
+            if then is not None:
+                then(done)
+
+        self._writer.submit(self.state_dict(), path, then=written)
+        self.events(Event.CHECKPOINT, self, path=path)
+        if wait:
+            self.wait_for_checkpoints()
+        return path
+
+    def wait_for_checkpoints(self) -> None:
+        """Block until every checkpoint written in the background is on disk (raises its error)."""
+        self._writer.wait()
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore the complete training state from ``path`` (never runs pickled code)."""
