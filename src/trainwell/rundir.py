@@ -115,6 +115,11 @@ class RunDirectory:
 
     def on_fit_end(self, trainer: Any, history: dict) -> None:
         save_weights(trainer.model, self.path / FINAL_WEIGHTS)
+        # Close the CSV and TensorBoard writers (TensorBoard's flushes on a thread of its own);
+        # metrics.jsonl stays open for the records written after fit, such as test metrics.
+        for logger in self.loggers[1:]:
+            logger.close()
+        self.loggers = self.loggers[:1]
 
     # -- files
 
