@@ -162,3 +162,28 @@ def test_final_weights_load_without_trainwell(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "0.weight" in result.stdout
+
+
+def test_cli_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "trainwell", "train", "xor", "--epochs", "40", "--checkpoint-every", "30"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    reference = subprocess.run([*command, "--run-dir", "reference"], cwd=tmp_path, env=env, capture_output=True,
+                               text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    process = subprocess.Popen([*command, "--run-dir", "stopped"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    while not any((tmp_path / "stopped" / "checkpoints").glob("*.manifest.json")):
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "interrupted by SIGTERM" in out and "Resume with: trainwell train --resume stopped" in out
+    assert not (tmp_path / "stopped" / "model.safetensors").exists(), "the run stopped before its end"
+    resumed = subprocess.run([sys.executable, "-m", "trainwell", "train", "--resume", "stopped"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    from safetensors.torch import load_file
+
+    assert bitwise_equal(load_file(tmp_path / "stopped" / "model.safetensors"),
+                         load_file(tmp_path / "reference" / "model.safetensors"))
