@@ -271,7 +271,7 @@ def _not_decreasing(run: _Run) -> list[Finding]:
         "not_decreasing", "problem", "Training loss is not decreasing",
         f"It {direction}: {_n(start)} at the start, {_n(end)} at the end ({-change:+.1%} over {run.span()}).",
         "Check that the labels match the inputs and the loss is connected to the model; then tune the "
-        "learning rate (trainwell lr-find) — a stuck loss usually means it is far too low, a rising one too high.",
+        "learning rate — a stuck loss usually means it is far too low, a rising one too high.",
     )]
 
 
@@ -301,8 +301,7 @@ def _lr_too_high(run: _Run) -> list[Finding]:
     return [Finding(
         "lr_too_high", "problem" if severe else "warning", f"{name} is probably too high",
         _sentence("; ".join(signs)) + ".",
-        f"Lower the learning rate ({lower}), add warmup (--warmup 500) or gradient clipping (--clip 1.0), "
-        "or let trainwell lr-find suggest one.",
+        f"Lower the learning rate ({lower}), add warmup (--warmup 500) or gradient clipping (--clip 1.0).",
     )]
 
 
@@ -324,7 +323,7 @@ def _lr_too_low(run: _Run) -> list[Finding]:
     return [Finding(
         "lr_too_low", "warning", f"{name} is probably too low",
         f"The training loss barely moved: {_n(start)} -> {_n(end)} ({-change:+.2%} over {run.span()}){updates}.",
-        f"Raise the learning rate ({higher}) or let trainwell lr-find suggest one.",
+        f"Raise the learning rate ({higher}).",
     )]
 
 
