@@ -17,14 +17,6 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 import trainwell as tw
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def classification_data(n=30, features=4, classes=3, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, features, generator=g, dtype=dtype)
