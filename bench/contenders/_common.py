@@ -124,6 +124,21 @@ class EpochClock:
         return self.t1 - self.t0
 
 
+class TrainerClock:
+    """A trainwell callback: starts the epoch clock when epoch 2 begins (after the warm-up) and
+    stops it at the end of fit (after the last epoch's checkpoint, before the final weights)."""
+
+    def __init__(self, device: str):
+        self.clock = EpochClock(device)
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == 1:
+            self.clock.start()
+
+    def on_fit_end(self, trainer, history):
+        self.clock.stop()
+
+
 def report(name: str, args: argparse.Namespace, *, import_s: float, timed_s: float, samples: int,
            val_acc: float, **extra) -> None:
     """Print the one JSON line run.py reads."""

@@ -24,19 +24,7 @@ model = c.mlp()
 optimizer = torch.optim.Adam(model.parameters(), lr=c.LR)
 
 
-class Clock:
-    def __init__(self):
-        self.clock = c.EpochClock(args.device)
-
-    def on_epoch_start(self, trainer, epoch):
-        if epoch == 1:
-            self.clock.start()
-
-    def on_fit_end(self, trainer, history):
-        self.clock.stop()
-
-
-clock = Clock()
+clock = c.TrainerClock(args.device)
 with tempfile.TemporaryDirectory(prefix="tw-bench-") as run_dir:
     trainer = tw.Trainer(model, optimizer, nn.CrossEntropyLoss(), device=args.device, callbacks=[clock],
                          run_dir=run_dir)

@@ -28,19 +28,7 @@ device = torch.device(args.device)
 parts = get_recipe("mnist").build(config, device)
 
 
-class Clock:
-    def __init__(self):
-        self.clock = c.EpochClock(args.device)
-
-    def on_epoch_start(self, trainer, epoch):
-        if epoch == 1:
-            self.clock.start()
-
-    def on_fit_end(self, trainer, history):  # after the last epoch's checkpoint, before the final weights
-        self.clock.stop()
-
-
-clock = Clock()
+clock = c.TrainerClock(args.device)
 with tempfile.TemporaryDirectory(prefix="tw-bench-") as run_dir:
     trainer = tw.Trainer(parts.model, parts.optimizer, parts.loss_fn, parts.scheduler, config.clip,
                          device=device, precision=config.precision, callbacks=[*parts.callbacks, clock],

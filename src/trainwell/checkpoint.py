@@ -91,11 +91,6 @@ def write(data: memoryview, path: str | os.PathLike) -> Path:
     return path
 
 
-def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Serialise ``state`` and write it with its manifest, atomically."""
-    return write(serialize(state), path)
-
-
 class BackgroundWriter:
     """Writes checkpoints on a background thread, one at a time.
 
