@@ -105,6 +105,56 @@ def test_guard_state_is_checkpointed(tmp_path: Path) -> None:
     assert list(guard(fresh).losses) == list(guard(trainer).losses)
 
 
+class SpikeAtStep(nn.Module):
+    """Multiplies the output by 1e4 once, on the training forward of optimizer step ``at``
+    (counted from the trainer's step, so a resumed run spikes at the same step)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.inner, self.at, self.step = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)), at, 0
+        self.spiked = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        if self.training and self.step + 1 == self.at and not self.spiked:
+            self.spiked = True
+            return out * 1e4
+        return out
+
+
+class TellStep:
+    def on_epoch_start(self, trainer, **_):
+        trainer.model.step = trainer.step
+
+    def on_step_end(self, trainer, **_):
+        trainer.model.step = trainer.step
+
+
+def spiky_run(run_dir: Path, epochs: int, resume: str | None = None) -> tw.Trainer:
+    torch.manual_seed(0)
+    x = torch.randn(512, 8)
+    y = (x[:, 0] > 0).long()
+    model = SpikeAtStep(at=40)
+    trainer = tw.Trainer(model, torch.optim.Adam(model.parameters(), lr=0.01), nn.CrossEntropyLoss(),
+                         device="cpu", seed=0, run_dir=run_dir, callbacks=[TellStep()])
+    trainer.fit(tw.InMemoryLoader(x, y, batch_size=16), epochs=epochs, resume=resume)
+    return trainer
+
+
+def test_a_rollback_after_resume_matches_the_uninterrupted_run(tmp_path: Path) -> None:
+    """The rollback snapshot is not stored in checkpoints but rebuilt from the restored state."""
+    whole = spiky_run(tmp_path / "whole", epochs=2)
+    (intervention,) = guard(whole).interventions
+    assert intervention["step"] == 39 and "rolled back to step 32" in intervention["action"]
+    spiky_run(tmp_path / "split", epochs=1)  # 32 steps, checkpoint at the epoch's end
+    saved = torch.load(tmp_path / "split" / "checkpoints" / "step-000000032.ckpt", weights_only=True)
+    assert saved["callbacks"]["HealthGuard"]["snapshot"] is None, "the snapshot is the checkpoint itself"
+    resumed = spiky_run(tmp_path / "split", epochs=2, resume="auto")
+    assert guard(resumed).interventions == guard(whole).interventions
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
 def test_health_guard_can_be_switched_off() -> None:
     trainer, data = tiny(nan_at=5, health=False)
     trainer.fit(data, epochs=1)

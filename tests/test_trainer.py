@@ -553,6 +553,47 @@ def test_checkpoint_round_trip_continues_identically(tmp_path, how):
     assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"] == 0.0025
 
 
+def test_a_mid_epoch_save_leaves_the_epoch_metrics_bitwise_unchanged(tmp_path):
+    """Saving (a SIGTERM, say) must not change the float rounding of the epoch's loss sums."""
+    class SaveAt:
+        def on_step_end(self, trainer, **_):
+            if trainer.step == 13:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+
+    def run(callbacks=(), resume=None):
+        torch.manual_seed(3)
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        trainer = tw.Trainer(model, torch.optim.Adam(model.parameters(), lr=0.01), nn.CrossEntropyLoss(),
+                             device="cpu", seed=7, callbacks=callbacks)
+        x, y = classification_data(200)
+        trainer.fit(tw.InMemoryLoader(x, y, batch_size=8), epochs=2, resume=resume)
+        return trainer
+
+    straight = run()
+    run([SaveAt()])
+    resumed = run(resume=tmp_path / "mid.ckpt")
+    assert resumed.history["train_loss"] == straight.history["train_loss"]
+    assert resumed.history["train_acc"] == straight.history["train_acc"]
+
+
+def test_epoch_meter_round_trip_keeps_the_float_rounding_of_an_unbroken_epoch():
+    from trainwell.metrics import EpochMeter
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        losses = torch.rand(40, generator=generator) * 3
+        straight, first = EpochMeter(torch.device("cpu")), EpochMeter(torch.device("cpu"))
+        for loss in losses:
+            straight.add_batch(loss, 7)
+        for loss in losses[:17]:
+            first.add_batch(loss, 7)
+        second = EpochMeter(torch.device("cpu"))
+        second.load_state_dict(first.state_dict())
+        for loss in losses[17:]:
+            second.add_batch(loss, 7)
+        assert second.result("train") == straight.result("train"), trial
+
+
 def test_checkpoint_from_a_different_model_names_a_key(tmp_path):
     trainer, train, _ = _resumable()
     trainer.fit(train, epochs=1)

@@ -72,9 +72,18 @@ def atomic_write(path: Path, write: Any) -> None:
 
 
 def serialize(state: dict[str, Any]) -> memoryview:
-    """The checkpoint's bytes, taken now (the training state may change right after)."""
+    """The checkpoint's bytes, taken now (the training state may change right after).
+
+    torch's own crc32 of each record is skipped: the manifest's sha256 covers every byte,
+    and the crc was most of the time this takes (3 of 3.7 ms for a 5 MB state).
+    """
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    crc = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save(state, buffer)
+    finally:
+        torch.serialization.set_crc32_options(crc)
     return buffer.getbuffer()
 
 

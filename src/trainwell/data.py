@@ -83,14 +83,13 @@ class InMemoryLoader:
         if self.shuffle:
             generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
             order = torch.randperm(self.num_samples, generator=generator).to(self.device)
-        for index in range(start, len(self)):
-            lo = index * self.batch_size
-            hi = min(lo + self.batch_size, self.num_samples)
+        size, tensors = self.batch_size, self.tensors
+        for lo in range(start * size, len(self) * size, size):
             if order is None:
-                yield tuple(t[lo:hi] for t in self.tensors)
+                yield tuple(t[lo : lo + size] for t in tensors)
             else:
-                picked = order[lo:hi]
-                yield tuple(torch.index_select(t, 0, picked) for t in self.tensors)
+                picked = order[lo : lo + size]
+                yield tuple([torch.index_select(t, 0, picked) for t in tensors])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         for batch in self.batches(self.epoch, start=self.position):

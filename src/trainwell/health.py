@@ -65,14 +65,19 @@ class HealthGuard:
         self.snapshot_step = 0
         self.level: tuple[float, float] | None = None  # (median, threshold), refreshed every few steps
         self.since_update = 0
+        self._trainer: Any = None  # the trainer whose state the snapshot copies
 
     # -- events
 
     def on_fit_start(self, trainer: Any, **_: Any) -> None:
+        self._trainer = trainer
         if self.snapshot is None:
             self._take_snapshot(trainer)
 
     def on_before_step(self, trainer: Any, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+        if self.snapshot is None:  # restored outside fit: the weights are still the restored ones
+            self._trainer = trainer
+            self._take_snapshot(trainer)
         if grad_norm is None:  # not measured this step: the loss alone (damaged weights show up next step)
             loss_value, norm_value = float(loss), 0.0
         else:
@@ -161,17 +166,34 @@ class HealthGuard:
     # -- state
 
     def state_dict(self) -> dict[str, Any]:
+        """The guard's state. The rollback snapshot is not copied into it: saving refreshes the
+        snapshot to the state being saved (every step in it passed the guard), and a resumed
+        run rebuilds the snapshot from the restored weights — the same tensors, half the
+        checkpoint's size. Only if the weights are not finite is the older snapshot kept and saved."""
+        saved_snapshot = None
+        if self._trainer is not None:
+            if _all_finite(self._trainer.model):
+                self._take_snapshot(self._trainer)
+            else:
+                saved_snapshot = self.snapshot
         return {"losses": list(self.losses), "interventions": list(self.interventions),
-                "snapshot": self.snapshot, "snapshot_step": self.snapshot_step,
+                "snapshot": saved_snapshot, "snapshot_step": self.snapshot_step,
                 "level": self.level, "since_update": self.since_update}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.losses.clear()
         self.losses.extend(state["losses"])
         self.interventions = list(state["interventions"])
-        self.snapshot, self.snapshot_step = state["snapshot"], state["snapshot_step"]
+        self.snapshot = state["snapshot"]  # None: taken from the restored weights before the next step
+        self.snapshot_step = state["snapshot_step"]
         self.level = tuple(state["level"]) if state["level"] is not None else None
         self.since_update = state["since_update"]
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    """Whether every weight is finite (one fused norm, one host sync)."""
+    params = [p.detach() for p in model.parameters()]
+    return not params or bool(torch.stack(torch._foreach_norm(params)).isfinite().all())
 
 
 def _clone(value: Any) -> Any:

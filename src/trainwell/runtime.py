@@ -90,7 +90,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def to_device(value: Any, device: torch.device) -> Any:
     """A tensor (or a dict of them) on ``device``; anything else unchanged."""
     if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True)
+        return value if value.device == device else value.to(device, non_blocking=True)
     if isinstance(value, dict):
         return {k: to_device(v, device) for k, v in value.items()}
     return value

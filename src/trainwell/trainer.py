@@ -23,7 +23,7 @@ from trainwell.checks import check_finite, check_labels, forward_with_shape_chec
 from trainwell.data import InMemoryLoader, epoch_batches, num_batches, windows
 from trainwell.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainwellError
 from trainwell.events import Dispatcher, Event, SkipStep, StopTraining
-from trainwell.metrics import EpochMeter, classification_kind, correct_count
+from trainwell.metrics import EpochMeter, classification_kind, predictions
 from trainwell.runtime import (autocast, check_precision, peak_memory, place_on_device, resolve_device, rng_state,
                                seed_everything, set_rng_state, stop_on_signals, to_device)
 from trainwell.schedules import ScheduleDriver, build_schedule, default_interval, parse_schedule_spec
@@ -221,17 +221,17 @@ class Trainer:
         k micro-batches give exactly the update of one k-times-larger batch, ragged or not.
         """
         batches = [self._unpack(batch) for batch in window]
-        total = sum(n for _, _, n in batches)
-        seen = []  # per micro-batch (loss, samples, correct): counted only if the step is taken
-        weighted_losses = []
+        total = batches[0][2] if len(batches) == 1 else sum(n for _, _, n in batches)
+        seen = []  # per micro-batch (loss, samples, predictions, targets): counted only if the step is taken
+        window_loss = None
         for inputs, targets, n in batches:
             logits, loss = self._forward(inputs, targets, check=not self._train_checked, labels=self._dataset_labels)
             self._train_checked = True
             weighted = loss if n == total else loss * (n / total)
             (self.scaler.scale(weighted) if self.scaler else weighted).backward()
-            weighted_losses.append(weighted.detach())
-            seen.append((loss.detach(), n, correct_count(self._kind, logits.detach(), targets, self.loss_fn)))
-        window_loss = weighted_losses[0] if len(weighted_losses) == 1 else torch.stack(weighted_losses).sum()
+            loss, weighted = loss.detach(), weighted.detach()
+            window_loss = weighted if window_loss is None else window_loss + weighted
+            seen.append((loss, n, predictions(self._kind, logits, self.loss_fn), targets))
         self.position += len(window)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -250,8 +250,8 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        for loss, n, correct in seen:
-            self._meter.add_batch(loss, n, correct)
+        for loss, n, predicted, targets in seen:
+            self._meter.add_batch(loss, n, predicted, targets)
         if grad_norm is not None:
             self._meter.add_grad_norm(grad_norm)
         self.lr_schedule.step_end()
@@ -416,7 +416,7 @@ class Trainer:
             inputs, targets, n = self._unpack(batch)
             logits, loss = self._forward(inputs, targets, check=index == 0, labels=labels)
             kind = self._kind or classification_kind(logits, targets, self.loss_fn)
-            meter.add_batch(loss, n, correct_count(kind, logits, targets, self.loss_fn))
+            meter.add_batch(loss, n, predictions(kind, logits, self.loss_fn), targets)
         self.model.train(was_training)
         if meter.samples == 0:
             raise DataError(f"the {name} data is empty")
