@@ -155,6 +155,27 @@ def test_a_rollback_after_resume_matches_the_uninterrupted_run(tmp_path: Path) -
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
+def test_a_second_rollback_finds_the_snapshot_unchanged() -> None:
+    """After a rollback the optimizer trains on; the snapshot it came from must not change with it."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = (x[:, 0] > 0).long()
+    model = nn.Linear(8, 2)
+    trainer = tw.Trainer(model, torch.optim.Adam(model.parameters(), lr=0.01), nn.CrossEntropyLoss(),
+                         device="cpu", seed=0)
+    data = tw.InMemoryLoader(x, y, batch_size=16)
+    trainer.fit(data, epochs=1)
+    healthguard = guard(trainer)
+    healthguard._take_snapshot(trainer)
+    saved = {k: v.clone() for k, v in healthguard.snapshot["optimizer"]["state"][0].items()}
+    healthguard._intervene(trainer, "loss spike (test)", spike=True)
+    trainer.fit(data, epochs=2)  # 16 more steps, updating the optimizer state in place
+    healthguard._intervene(trainer, "loss spike (test)", spike=True)
+    restored = trainer.optimizer.state_dict()["state"][0]
+    for key, value in saved.items():
+        assert torch.equal(restored[key], value), key
+
+
 def test_health_guard_can_be_switched_off() -> None:
     trainer, data = tiny(nan_at=5, health=False)
     trainer.fit(data, epochs=1)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from trainwell.checkpoint import copy_state
 from trainwell.errors import ConfigError, TrainingError
 from trainwell.events import SkipStep
 
@@ -129,7 +130,8 @@ class HealthGuard:
         if (damaged or spike) and self.snapshot is not None:
             lrs = [group["lr"] for group in trainer.optimizer.param_groups]
             trainer.model.load_state_dict(self.snapshot["model"])
-            trainer.optimizer.load_state_dict(self.snapshot["optimizer"])
+            # A copy: the optimizer adopts the tensors it is given and updates them in place.
+            trainer.optimizer.load_state_dict(copy_state(self.snapshot["optimizer"]))
             for group, lr in zip(trainer.optimizer.param_groups, lrs):  # earlier back-offs stay
                 group["lr"] = lr
             actions.append(f"rolled back to step {self.snapshot_step}")
@@ -156,11 +158,10 @@ class HealthGuard:
         )
 
     def _take_snapshot(self, trainer: Any) -> None:
-        """Copy the model and optimizer state: the 'last good state' a rollback returns to."""
-        self.snapshot = {
-            "model": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
-            "optimizer": _clone(trainer.optimizer.state_dict()),
-        }
+        """Copy the model and optimizer state (into the previous snapshot's buffers): the
+        'last good state' a rollback returns to."""
+        self.snapshot = copy_state({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()},
+                                   reuse=self.snapshot)
         self.snapshot_step = trainer.step
 
     # -- state
@@ -194,13 +195,3 @@ def _all_finite(model: torch.nn.Module) -> bool:
     """Whether every weight is finite (one fused norm, one host sync)."""
     params = [p.detach() for p in model.parameters()]
     return not params or bool(torch.stack(torch._foreach_norm(params)).isfinite().all())
-
-
-def _clone(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clone(v) for v in value]
-    return value

@@ -108,26 +108,27 @@ class EpochMeter:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """The sums, plus the losses not yet summed: summing them now would change the float
-        rounding of the epoch's loss, and a resumed run must report the same numbers."""
+        """The sums as plain numbers (exact: float32 fits a Python float), plus the losses
+        not yet summed: summing them now would change the float rounding of the epoch's
+        loss, and a resumed run must report the same numbers."""
         self._count_correct()
         return {
-            "loss_sum": self.loss_sum.cpu(),
-            "correct": self.correct.cpu(),
-            "grad_norm_sum": self.grad_norm_sum.cpu(),
-            "grad_norm_max": self.grad_norm_max.cpu(),
+            "loss_sum": float(self.loss_sum),
+            "correct": int(self.correct),
+            "grad_norm_sum": float(self.grad_norm_sum),
+            "grad_norm_max": float(self.grad_norm_max),
             "samples": self.samples,
             "norms": self.norms,
             "has_accuracy": self.has_accuracy,
-            "pending_losses": torch.stack(self._losses).cpu() if self._losses else None,
+            "pending_losses": torch.stack(self._losses).tolist() if self._losses else [],
             "pending_counts": list(self._counts),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("loss_sum", "correct", "grad_norm_sum", "grad_norm_max"):
-            getattr(self, name).copy_(state[name])
+            getattr(self, name).fill_(state[name])
         self.samples, self.norms, self.has_accuracy = state["samples"], state["norms"], state["has_accuracy"]
-        pending = state["pending_losses"]
-        self._losses = list(pending.to(self.device).unbind()) if pending is not None else []
+        losses = torch.tensor(state["pending_losses"], dtype=torch.float32, device=self.device)
+        self._losses = list(losses.unbind())
         self._counts = list(state["pending_counts"])
         self._predicted, self._targets = [], []
