@@ -66,7 +66,13 @@ class CsvLogger:
 
 
 class TensorBoardLogger:
-    """TensorBoard event files in ``directory``, through ``torch.utils.tensorboard``'s writer."""
+    """TensorBoard event files in ``directory``, through ``torch.utils.tensorboard``'s writer.
+
+    Each record becomes one event holding all its numbers, not one event per number as
+    ``add_scalar`` would write: a gradient-flow record has 3 numbers per layer, and each
+    event costs the training thread about 0.1 ms (protobuf, queue, the writer thread's
+    pure-Python crc).
+    """
 
     def __init__(self, directory: Path, resume_step: int = 0):
         from torch.utils.tensorboard import SummaryWriter
@@ -75,15 +81,18 @@ class TensorBoardLogger:
         self.writer = SummaryWriter(str(directory), purge_step=resume_step or None)
 
     def log(self, record: dict[str, Any], step: int) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
         kind = record.get("kind", "step")
         if kind == "layers":
-            for layer, values in record["layers"].items():
-                for name, value in values.items():
-                    self.writer.add_scalar(f"layers/{name}/{layer}", value, step)
-            return
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "epoch"):
-                self.writer.add_scalar(f"{kind}/{key}", value, step)
+            numbers = [(f"layers/{name}/{layer}", value) for layer, values in record["layers"].items()
+                       for name, value in values.items()]
+        else:
+            numbers = [(f"{kind}/{key}", value) for key, value in record.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "epoch")]
+        if numbers:
+            summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in numbers])
+            self.writer.file_writer.add_summary(summary, step)
         if kind == "intervention":
             self.writer.add_text("interventions", f"{record['cause']}: {record['action']}", step)
 

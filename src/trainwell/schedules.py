@@ -122,6 +122,7 @@ class ScheduleDriver:
         self.interval = interval
         self.lr_scale = 1.0  # the health guard's back-off, applied on top of any schedule
         self.is_torch = isinstance(scheduler, (LRScheduler, ReduceLROnPlateau))
+        self.steps_per_step = interval == "step" and isinstance(scheduler, LRScheduler)
         if scheduler is not None and not self.is_torch and not callable(getattr(scheduler, "get_lr", None)):
             raise ConfigError(
                 "scheduler must be a torch.optim.lr_scheduler scheduler, an object with "
@@ -135,7 +136,7 @@ class ScheduleDriver:
                 group["lr"] = lr
 
     def step_end(self) -> None:
-        if self.interval == "step" and isinstance(self.scheduler, LRScheduler):
+        if self.steps_per_step:
             self.scheduler.step()
 
     def epoch_end(self, monitored_loss: float | None) -> None:

@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -83,6 +83,7 @@ class Trainer:
         self.scheduler = scheduler
         self.scheduler_interval = scheduler_interval
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "16" else None
+        self._autocast = autocast(self.precision, self.device)  # reused: entered once per forward
         self.seed = seed
         # The data order is a pure function of (data_seed, epoch); without a seed, draw one and save it.
         self.data_seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
@@ -198,10 +199,13 @@ class Trainer:
             self._resume_rng = None
         if not self._train_checked:
             self._dataset_labels = self._check_dataset(dataloader, "training")
-        for window in windows(self._timed(batches), accumulation_steps):
+        waited = time.perf_counter()
+        for window in windows(batches, accumulation_steps):
+            self._data_wait += time.perf_counter() - waited  # the time spent getting this window's data
             self._train_step(window)
             if self._interrupted:
                 raise _Interrupt(self._interrupted)
+            waited = time.perf_counter()
         if self._meter.samples == 0:
             raise DataError("the training data is empty: it yielded no batches")
         elapsed = time.perf_counter() - started
@@ -284,7 +288,7 @@ class Trainer:
         for batch in data:
             inputs = batch if isinstance(batch, (torch.Tensor, Mapping)) else batch[0]
             inputs = to_device(inputs, self.device)
-            with autocast(self.precision, self.device):
+            with self._autocast:
                 out = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
             outputs.append(getattr(out, "logits", out).float().cpu())
         self.model.train(was_training)
@@ -314,17 +318,6 @@ class Trainer:
         self.log({"kind": "end", "status": status, "epochs": self.epoch, "steps": self.step,
                   "wall_time_s": round(time.perf_counter() - started, 3)})
 
-    def _timed(self, batches: Iterator) -> Iterator:
-        """The batches, adding the time spent waiting for each one to ``_data_wait``."""
-        while True:
-            waited = time.perf_counter()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            self._data_wait += time.perf_counter() - waited
-            yield batch
-
     # ------------------------------------------------------------------ pieces of a step
 
     def _unpack(self, batch: Any) -> tuple[Any, Any, int]:
@@ -344,12 +337,12 @@ class Trainer:
         """Model outputs and mean loss; with ``check`` (a set's first batch) problems are explained first."""
         if check:
             return self._checked_forward(inputs, targets, labels)
-        with autocast(self.precision, self.device):
+        with self._autocast:
             outputs = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
             return self._loss(outputs, targets)
 
     def _loss(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = getattr(outputs, "logits", outputs)
+        logits = outputs if isinstance(outputs, torch.Tensor) else getattr(outputs, "logits", outputs)
         if self.loss_fn is None:
             loss = getattr(outputs, "loss", None)
             if loss is None:
@@ -364,7 +357,7 @@ class Trainer:
 
     def _checked_forward(self, inputs: Any, targets: Any, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         check_finite(inputs, "the first batch's")
-        with autocast(self.precision, self.device):
+        with self._autocast:
             outputs = forward_with_shape_check(
                 lambda: self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs), inputs
             )
