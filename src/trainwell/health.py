@@ -2,8 +2,8 @@
 
 Before each optimizer step it looks at the window's loss and the gradient norm:
 
-- non-finite loss or gradients, or a loss spike (far above the robust recent level),
-  -> the step is skipped (its gradients dropped);
+- non-finite loss or gradients, or a loss spike (far above the robust recent level,
+  and by a real share of the starting loss) -> the step is skipped (its gradients dropped);
 - if the weights themselves are damaged (non-finite), or the spike says the last
   updates went wrong, -> the model and optimizer roll back to the last good snapshot;
 - the learning rate is backed off by ``lr_factor``, then eases back to its schedule over
@@ -35,6 +35,9 @@ SPIKE_RATIO = 8.0
 # Early on, before a window of history exists, only a jump this large counts.
 EARLY_SPIKE_RATIO = 20.0
 EARLY_HISTORY = 10
+# ...and it must rise by this share of the run's starting loss level: once a model has
+# nearly memorised its data (median 0.005), a batch at 0.08 is a wobble, not a divergence.
+SPIKE_FLOOR = 0.1
 # The robust level moves slowly; recomputing it every few steps keeps the check cheap.
 REFRESH_EVERY = 10
 
@@ -65,6 +68,7 @@ class HealthGuard:
         self.snapshot: dict[str, Any] | None = None
         self.snapshot_step = 0
         self.level: tuple[float, float] | None = None  # (median, threshold), refreshed every few steps
+        self.start_level: float | None = None  # median of the first accepted losses: the loss scale
         self.since_update = 0
         self._trainer: Any = None  # the trainer whose state the snapshot copies
 
@@ -121,8 +125,10 @@ class HealthGuard:
         median = statistics.median(self.losses)
         if len(self.losses) < EARLY_HISTORY:
             return median, EARLY_SPIKE_RATIO * median
+        if self.start_level is None:
+            self.start_level = median
         mad = statistics.median([abs(x - median) for x in self.losses]) * 1.4826
-        return median, max(median + SPIKE_MADS * mad, SPIKE_RATIO * median)
+        return median, max(median + SPIKE_MADS * mad, SPIKE_RATIO * median, median + SPIKE_FLOOR * self.start_level)
 
     def _intervene(self, trainer: Any, cause: str, spike: bool) -> None:
         damaged = not all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
@@ -179,7 +185,7 @@ class HealthGuard:
                 saved_snapshot = self.snapshot
         return {"losses": list(self.losses), "interventions": list(self.interventions),
                 "snapshot": saved_snapshot, "snapshot_step": self.snapshot_step,
-                "level": self.level, "since_update": self.since_update}
+                "level": self.level, "since_update": self.since_update, "start_level": self.start_level}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.losses.clear()
@@ -189,6 +195,7 @@ class HealthGuard:
         self.snapshot_step = state["snapshot_step"]
         self.level = tuple(state["level"]) if state["level"] is not None else None
         self.since_update = state["since_update"]
+        self.start_level = state["start_level"]
 
 
 def _all_finite(model: torch.nn.Module) -> bool:
