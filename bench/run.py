@@ -14,7 +14,8 @@ time, peak RSS, torch threads). A framework that is not installed prints
 ``{"skipped": reason}``; install them with ``pip install -e '.[bench]'``.
 
 Every contender runs in its own process (``sys.executable``), interleaved: for each
-repetition, for each batch size, every contender once (A B C ... A B C ...). The report
+repetition, for each batch size, every contender once (A B C ... B C A ...; the order
+rotates by one each repetition, so no contender always follows the same neighbour). The report
 gives the median samples/s with min/max, the medians of whole-process wall time, import
 time and peak RSS, the final accuracy, the ratios issue 5's acceptance asks for (ratio of
 the medians, and the range of the per-repetition ratios, which pair runs made minutes
@@ -344,8 +345,9 @@ def main() -> None:
     total = args.reps * len(args.batch_sizes) * len(contenders)
     done = 0
     for rep in range(args.reps):
+        shift = rep % len(contenders)  # each repetition starts with a different contender
         for bs in args.batch_sizes:
-            for name, variant in contenders:
+            for name, variant in contenders[shift:] + contenders[:shift]:
                 done += 1
                 result = run_contender(name, variant, bs, args, env, seed=rep)
                 result.update(rep=rep, batch_size_asked=bs, label=label(name, variant))

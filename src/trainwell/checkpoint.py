@@ -81,31 +81,36 @@ def copy_state(state: Any, reuse: Any = None) -> Any:
     targets: list[torch.Tensor] = []
     sources: list[torch.Tensor] = []
 
-    def copy(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            value = value.detach()
-            buffer = next(spare, None)
-            if buffer is not None and (buffer.shape, buffer.dtype, buffer.device) == (value.shape, value.dtype, value.device):
-                targets.append(buffer)
-                sources.append(value)
-                return buffer
-            return value.clone()
-        if isinstance(value, dict):
-            return {k: copy(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            if set(map(type, value)) <= _PLAIN:  # e.g. the python RNG's 625 ints: no walk needed
-                return list(value) if isinstance(value, list) else value
-            return type(value)(copy(v) for v in value)
-        return value
+    def copy(value: torch.Tensor) -> torch.Tensor:
+        value = value.detach()
+        buffer = next(spare, None)
+        if buffer is not None and (buffer.shape, buffer.dtype, buffer.device) == (value.shape, value.dtype, value.device):
+            targets.append(buffer)
+            sources.append(value)
+            return buffer
+        return value.clone()
 
-    copied = copy(state)
+    copied = _map_tensors(state, copy)
     if targets:
         torch._foreach_copy_(targets, sources)
     return copied
 
 
+def _map_tensors(state: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """``state`` rebuilt with ``fn(tensor)`` in place of each tensor, in ``_tensors``' order."""
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    if isinstance(state, dict):
+        return {k: _map_tensors(v, fn) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        if set(map(type, state)) <= _PLAIN:  # e.g. a list of floats: no walk needed
+            return list(state) if isinstance(state, list) else state
+        return type(state)(_map_tensors(v, fn) for v in state)
+    return state
+
+
 def _tensors(state: Any) -> list[torch.Tensor]:
-    """The tensors in a nested state, in ``copy_state``'s order."""
+    """The tensors in a nested state, in the order ``_map_tensors`` visits them."""
     if isinstance(state, torch.Tensor):
         return [state]
     if isinstance(state, dict):

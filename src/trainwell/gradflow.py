@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from trainwell.checkpoint import copy_state
 from trainwell.errors import ConfigError
 
 
@@ -22,6 +23,7 @@ class GradientFlow:
             raise ConfigError(f"grad_flow_every must be at least 1, got {every}")
         self.every = every
         self._pending: dict[str, Any] | None = None
+        self._before: list[torch.Tensor] | None = None  # reused: the weights before the step
 
     def on_before_step(self, trainer: Any, **_: Any) -> None:
         if (trainer.step + 1) % self.every:
@@ -30,16 +32,16 @@ class GradientFlow:
         names = [n for n, _ in named]
         weights = [p.detach() for _, p in named]
         grad_norms = torch._foreach_norm([p.grad for _, p in named])
-        self._pending = {"names": names, "grad_norms": grad_norms, "before": [w.clone() for w in weights],
-                         "weights": weights}
+        self._before = copy_state(weights, reuse=self._before)
+        self._pending = {"names": names, "grad_norms": grad_norms, "before": self._before, "weights": weights}
 
     def on_step_end(self, trainer: Any, **_: Any) -> None:
         if self._pending is None:
             return
         pending, self._pending = self._pending, None
-        updates = torch._foreach_sub(pending["weights"], pending["before"])
-        update_norms = torch._foreach_norm(updates)
         weight_norms = torch._foreach_norm(pending["before"])
+        torch._foreach_sub_(pending["before"], pending["weights"])  # now minus the update
+        update_norms = torch._foreach_norm(pending["before"])
         table = torch.stack([torch.stack(pending["grad_norms"]), torch.stack(weight_norms),
                              torch.stack(update_norms)]).float().cpu().tolist()
         layers = {
