@@ -35,9 +35,11 @@ SPIKE_RATIO = 8.0
 # Early on, before a window of history exists, only a jump this large counts.
 EARLY_SPIKE_RATIO = 20.0
 EARLY_HISTORY = 10
-# ...and it must rise by this share of the run's starting loss level: once a model has
-# nearly memorised its data (median 0.005), a batch at 0.08 is a wobble, not a divergence.
-SPIKE_FLOOR = 0.1
+# ...and it must rise by this share of the run's starting loss level. Late in a long run the
+# median batch loss is ~0.005 and one confidently wrong sample lifts a batch of 64 to 0.2-0.4:
+# that is a hard example, not a divergence (54k MNIST images, 22 epochs: 58 false alarms
+# with a tenth, none with a half).
+SPIKE_FLOOR = 0.5
 # The robust level moves slowly; recomputing it every few steps keeps the check cheap.
 REFRESH_EVERY = 10
 
