@@ -97,7 +97,7 @@ def copy_state(state: Any, reuse: Any = None) -> Any:
 
 
 def _map_tensors(state: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    """``state`` rebuilt with ``fn(tensor)`` in place of each tensor, in ``_tensors``' order."""
+    """``state`` rebuilt with ``fn(tensor)`` in place of each tensor (depth first, in order)."""
     if isinstance(state, torch.Tensor):
         return fn(state)
     if isinstance(state, dict):
@@ -111,13 +111,9 @@ def _map_tensors(state: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
 
 def _tensors(state: Any) -> list[torch.Tensor]:
     """The tensors in a nested state, in the order ``_map_tensors`` visits them."""
-    if isinstance(state, torch.Tensor):
-        return [state]
-    if isinstance(state, dict):
-        return [t for v in state.values() for t in _tensors(v)]
-    if isinstance(state, (list, tuple)) and not set(map(type, state)) <= _PLAIN:
-        return [t for v in state for t in _tensors(v)]
-    return []
+    found: list[torch.Tensor] = []
+    _map_tensors(state, found.append)
+    return found
 
 
 _PLAIN = {int, float, str, bool, bytes, type(None)}

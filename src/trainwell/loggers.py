@@ -75,14 +75,14 @@ class TensorBoardLogger:
     """
 
     def __init__(self, directory: Path, resume_step: int = 0):
+        from tensorboard.compat.proto.summary_pb2 import Summary
         from torch.utils.tensorboard import SummaryWriter
 
+        self.summary = Summary
         # purge_step drops events a resumed run will log again.
         self.writer = SummaryWriter(str(directory), purge_step=resume_step or None)
 
     def log(self, record: dict[str, Any], step: int) -> None:
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
         kind = record.get("kind", "step")
         if kind == "layers":
             numbers = [(f"layers/{name}/{layer}", value) for layer, values in record["layers"].items()
@@ -91,8 +91,8 @@ class TensorBoardLogger:
             numbers = [(f"{kind}/{key}", value) for key, value in record.items()
                        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "epoch")]
         if numbers:
-            summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in numbers])
-            self.writer.file_writer.add_summary(summary, step)
+            values = [self.summary.Value(tag=tag, simple_value=value) for tag, value in numbers]
+            self.writer.file_writer.add_summary(self.summary(value=values), step)
         if kind == "intervention":
             self.writer.add_text("interventions", f"{record['cause']}: {record['action']}", step)
 

@@ -43,7 +43,7 @@ class EpochMeter:
     """Running sums for one epoch: loss x samples, correct predictions, measured gradient norms."""
 
     def __init__(self, device: torch.device):
-        # float32 sums: the losses and norms arrive as float32, and mixing dtypes costs a copy per step.
+        # float32 sums, like the losses and norms that arrive (pending losses are cast when folded in).
         dtype = torch.float32
         self.device = device
         self.loss_sum = torch.zeros((), dtype=dtype, device=device)

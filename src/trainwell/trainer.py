@@ -225,7 +225,7 @@ class Trainer:
         k micro-batches give exactly the update of one k-times-larger batch, ragged or not.
         """
         batches = [self._unpack(batch) for batch in window]
-        total = batches[0][2] if len(batches) == 1 else sum(n for _, _, n in batches)
+        total = sum(n for _, _, n in batches)
         seen = []  # per micro-batch (loss, samples, predictions, targets): counted only if the step is taken
         window_loss = None
         for inputs, targets, n in batches:
