@@ -1,6 +1,6 @@
 """What trainwell's own features cost on the mnist recipe, measured as ratios in one run.
 
-    python bench/overhead.py [--reps 8] [--out bench/OVERHEAD.md]
+    python bench/overhead.py [--reps 8] [--block-epochs 20] [--out bench/OVERHEAD.md]
 
 Three trainers live in one process and take turns, one epoch each (A B C A B C ...),
 so that they share the machine's good and bad moments; each epoch is a ``fit`` that
@@ -12,10 +12,17 @@ continues the run by one epoch (training, validation, logging, checkpoints, fina
   at each epoch end and the best weights;
 - ``ckpt100``: the defaults plus ``checkpoint_every_steps=100`` (``--checkpoint-every 100``).
 
-Besides the wall-clock ratios (noisy on a shared machine), it counts what checkpoints cost
-directly: time on the training thread inside ``save_checkpoint`` and CPU time of the
-background writer thread, as a share of the epoch. It also times ``save_checkpoint(wait=True)``
-and reports the checkpoint's size.
+Epochs take 1-2 s, and this shared machine's speed drifts by more than the effect between
+one epoch and the next, so the checkpoint slowdown is also measured at a finer grain: one
+``defaults`` trainer whose step checkpoints are switched on for every other block of 100
+steps (a checkpoint at the block's first step, its background fsyncs inside the block) and
+off for the rest. Neighbouring blocks are ~0.15 s apart, so the median difference between
+an on block and the off block next to it is the cost of one checkpoint, drift cancelled;
+divided by an off block's time it is the slowdown of ``--checkpoint-every 100``.
+
+It also counts what checkpoints cost directly (time on the training thread inside
+``save_checkpoint``, CPU time of the background writer thread), times
+``save_checkpoint(wait=True)`` and reports the checkpoint's size.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ class CheckpointCost:
     def install(self, trainer: Trainer) -> None:
         """Count ``trainer``'s checkpoints (only its own: others write elsewhere)."""
         mine = trainer.run_dir
-        save, write = trainer.save_checkpoint, checkpoint.write
+        save, commit = trainer.save_checkpoint, checkpoint.StagedCheckpoint.commit
 
         def timed_save(*args, **kwargs):
             started = time.perf_counter()
@@ -61,16 +68,57 @@ class CheckpointCost:
                 self.loop_s += time.perf_counter() - started
                 self.count += 1
 
-        def timed_write(data, path):
+        def timed_commit(staged):
             started = time.thread_time()
             try:
-                return write(data, path)
+                return commit(staged)
             finally:
-                if mine in Path(path).parents:
+                if mine in staged.path.parents:
                     self.writer_cpu_s += time.thread_time() - started
 
         trainer.save_checkpoint = timed_save
-        checkpoint.write = timed_write  # the writer thread looks it up at each call
+        checkpoint.StagedCheckpoint.commit = timed_commit
+
+
+class AlternateBlocks:
+    """A callback that switches step checkpoints on for every other block of ``block`` steps
+    and records each block's wall time. It runs before the run directory's ``on_step_end``,
+    so a block's clock starts before the checkpoint taken at its first step."""
+
+    def __init__(self, block: int = 100) -> None:
+        self.block = block
+        self.on: list[float] = []
+        self.off: list[float] = []
+        self.pairs: list[float] = []  # on block minus its neighbouring off block, seconds
+        self._started: float | None = None
+        self._epoch = -1
+        self._checkpointed = False
+
+    def on_step_end(self, trainer: Trainer, **_: object) -> None:
+        if trainer.step % self.block:
+            return
+        now = time.perf_counter()
+        if self._started is not None and trainer.epoch == self._epoch:  # blocks with an epoch end are left out
+            elapsed = now - self._started
+            (self.on if self._checkpointed else self.off).append(elapsed)
+            if len(self.on) == len(self.off):
+                self.pairs.append(self.on[-1] - self.off[-1])
+        self._started, self._epoch = now, trainer.epoch
+        self._checkpointed = (trainer.step // self.block) % 2 == 0
+        trainer.run_directory.every = self.block if self._checkpointed else None
+
+
+def block_interleave(run_dir: Path, epochs: int) -> AlternateBlocks:
+    """Train one ``defaults`` trainer for ``epochs`` with checkpoints on in every other block."""
+    seed_everything(0)
+    parts = get_recipe("mnist").build(TrainConfig(), torch.device("cpu"))
+    blocks = AlternateBlocks()
+    trainer = Trainer(parts.model, parts.optimizer, parts.loss_fn, device="cpu", seed=0, run_dir=run_dir,
+                      callbacks=[blocks])
+    trainer.fit(parts.train, parts.val, epochs=1)  # warm-up
+    blocks.on.clear(), blocks.off.clear(), blocks.pairs.clear()
+    trainer.fit(parts.train, parts.val, epochs=1 + epochs)
+    return blocks
 
 
 def build(name: str, run_dir: Path) -> tuple[Trainer, object, object]:
@@ -86,6 +134,8 @@ def build(name: str, run_dir: Path) -> tuple[Trainer, object, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=8, help="timed epochs per configuration (after one warm-up)")
+    parser.add_argument("--block-epochs", type=int, default=20,
+                        help="epochs of the block-interleaved measurement (checkpoints on in every other 100 steps)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("OVERHEAD.md"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tw-overhead-") as tmp:
@@ -105,6 +155,7 @@ def main() -> None:
                     seconds[name].append(time.perf_counter() - started)
             if rep:
                 print(f"rep {rep}: " + "  ".join(f"{n} {seconds[n][-1]:.3f}s" for n in CONFIGS), flush=True)
+        blocks = block_interleave(Path(tmp) / "blocks", args.block_epochs)
         samples = runs["bare"][1].num_samples
         trainer = runs["defaults"][0]
         saves = []
@@ -129,18 +180,25 @@ def main() -> None:
         lines.append(f"| {name} | {samples / statistics.median(seconds[name]):,.0f} | {ratio:.3f} | "
                      f"{', '.join(f'{r:.2f}' for r in ratios)} | {100 * (1 - ratio):+.1f}% |")
     ckpt_vs_defaults = statistics.median(d / c for c, d in zip(seconds["ckpt100"], seconds["defaults"]))
+    cost_s, off_s = statistics.median(blocks.pairs), statistics.median(blocks.off)
+    quartiles = statistics.quantiles(blocks.pairs, n=4)
     per_epoch = cost.count / args.reps
     lines += [
-        "", f"`--checkpoint-every 100` vs the defaults: **{ckpt_vs_defaults:.3f}** (median of per-round ratios; "
-            f"slowdown {100 * (1 - ckpt_vs_defaults):+.1f}%).", "",
+        "", f"`--checkpoint-every 100` vs the defaults, epoch by epoch: **{ckpt_vs_defaults:.3f}** (median of "
+            f"per-round ratios; slowdown {100 * (1 - ckpt_vs_defaults):+.1f}%).", "",
+        f"Block by block ({args.block_epochs} epochs of one `defaults` trainer, checkpoints on in every other block "
+        f"of 100 steps, {len(blocks.pairs)} on/off pairs): a block without a checkpoint takes {1000 * off_s:.1f} ms, "
+        f"one with a checkpoint {1000 * cost_s:+.2f} ms more (median of pair differences; quartiles "
+        f"{1000 * quartiles[0]:+.2f} and {1000 * quartiles[2]:+.2f} ms): **slowdown {100 * cost_s / off_s:+.1f}%** "
+        "with `--checkpoint-every 100`.", "",
         f"Counted directly: {per_epoch:.1f} checkpoints per epoch cost {1000 * cost.loop_s / cost.count:.2f} ms each "
-        f"on the training thread (capture and serialise) and {1000 * cost.writer_cpu_s / cost.count:.2f} ms of CPU "
-        f"on the writer thread (write, sha256, fsync, manifest): "
+        "on the training thread (state capture, encoding, sha256, write into the page cache) and "
+        f"{1000 * cost.writer_cpu_s / cost.count:.2f} ms of CPU on the writer thread (fsync, rename, manifest): "
         f"**{100 * (cost.loop_s + cost.writer_cpu_s) / args.reps / ckpt_epoch_s:.1f}%** of the epoch "
         f"({100 * cost.loop_s / args.reps / ckpt_epoch_s:.1f}% on the training thread).", "",
         f"Checkpoint of the mnist trainer (model, Adam state, RNGs, history, callbacks): {size:,} bytes "
         f"({size / 2**20:.1f} MiB); `save_checkpoint(wait=True)` takes {1000 * statistics.median(saves):.1f} ms "
-        "(median of 10: serialise, write, fsync, rename, manifest with sha256).",
+        "(median of 10: encode, sha256, write, fsync, rename, manifest).",
     ]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

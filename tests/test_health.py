@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import trainwell as tw
+from trainwell import checkpoint
 from trainwell.config import TrainConfig
 from trainwell.health import HealthGuard
 from trainwell.recipes import get_recipe
@@ -147,7 +148,7 @@ def test_a_rollback_after_resume_matches_the_uninterrupted_run(tmp_path: Path) -
     (intervention,) = guard(whole).interventions
     assert intervention["step"] == 39 and "rolled back to step 32" in intervention["action"]
     spiky_run(tmp_path / "split", epochs=1)  # 32 steps, checkpoint at the epoch's end
-    saved = torch.load(tmp_path / "split" / "checkpoints" / "step-000000032.ckpt", weights_only=True)
+    saved = checkpoint.load(tmp_path / "split" / "checkpoints" / "step-000000032.ckpt")
     assert saved["callbacks"]["HealthGuard"]["snapshot"] is None, "the snapshot is the checkpoint itself"
     resumed = spiky_run(tmp_path / "split", epochs=2, resume="auto")
     assert guard(resumed).interventions == guard(whole).interventions

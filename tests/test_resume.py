@@ -105,6 +105,80 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_a_crafted_pickle_inside_a_safetensors_checkpoint_is_refused(tmp_path: Path) -> None:
+    """The plain data rides in the safetensors header; it is read with weights_only too."""
+    import base64
+    import io
+
+    from safetensors.torch import save_file
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    plain = io.BytesIO()
+    torch.save({"state": {"trainer": {}, "payload": Payload()}, "tensors": []}, plain)
+    evil = tmp_path / "evil.ckpt"
+    save_file({"x": torch.zeros(1)}, evil,
+              metadata={"format": checkpoint.FORMAT, "state": base64.b64encode(plain.getvalue()).decode()})
+    with pytest.raises(tw.CheckpointError, match="could run code"):
+        checkpoint.load(evil)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_is_a_safetensors_file_named_by_state_paths(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    trainer, data = _tiny_trainer()
+    trainer.train_epoch(data)
+    path = trainer.save_checkpoint(tmp_path / "a.ckpt")
+    with safe_open(path, framework="pt") as f:
+        names = set(f.keys())
+        assert torch.equal(f.get_tensor("model/0.weight"), trainer.model.state_dict()["0.weight"])
+    assert {"model/2.bias", "rng/torch", "rng/python/1"} <= names
+
+
+def test_any_nested_state_round_trips_exactly(tmp_path: Path) -> None:
+    """Keys with slashes (names that would collide), tuples, lists of tensors, dtypes safetensors
+    lacks, None, NaN and big ints all come back as they went in."""
+    state = {
+        "trainer": {"step": 2**62, "loss": float("nan"), "none": None},
+        "a/b": torch.arange(3),
+        "a": {"b": torch.ones(2, dtype=torch.bfloat16)},
+        "tuple": (torch.tensor(True), "text", 1.5),
+        "list": [torch.zeros(0), torch.full((2, 2), 7.0).t()],
+        "odd": torch.tensor([1 + 2j]),
+        7: {0: torch.tensor([2**40], dtype=torch.int64)},
+    }
+    back = checkpoint.load(checkpoint.save(state, tmp_path / "s.ckpt"))
+
+    def same(a, b) -> bool:
+        if isinstance(a, torch.Tensor):
+            return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        if isinstance(a, dict):
+            return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, (list, tuple)):
+            return type(a) is type(b) and len(a) == len(b) and all(map(same, a, b))
+        return a == b or (a != a and b != b)
+
+    assert same(state, back)
+
+
+def test_checkpoints_of_earlier_versions_still_load(tmp_path: Path) -> None:
+    """Before safetensors, a checkpoint was one torch.save file (read with weights_only)."""
+    trainer, data = _tiny_trainer()
+    trainer.train_epoch(data)
+    old = tmp_path / "old.ckpt"
+    torch.save(trainer.state_dict(), old)
+    fresh, _ = _tiny_trainer()
+    with pytest.warns(UserWarning, match="no manifest"):
+        fresh.load_checkpoint(old)
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, fresh.model.state_dict()[key])
+
+
 def test_checkpoint_from_a_different_model_names_the_keys(tmp_path: Path) -> None:
     small, data = _tiny_trainer()
     small.train_epoch(data)

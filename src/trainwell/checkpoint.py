@@ -1,19 +1,23 @@
 """Crash-safe checkpoint files.
 
-A checkpoint is one ``torch.save`` file holding only tensors and plain data, so it
-loads with ``torch.load(weights_only=True)``: no pickled code ever runs. Beside it,
-``<name>.manifest.json`` records its size and sha256. Both are written to a temporary
-name, fsynced and renamed, so a crash mid-write never damages an earlier checkpoint,
-and a file whose manifest is missing or does not match is never loaded by ``latest``.
+A checkpoint is one safetensors file: every tensor of the training state, named by its
+place in it (``model/0.weight``, ``optimizer/state/0/exp_avg``), and in the header's
+metadata the rest (counters, history, param groups), which ``torch.load(weights_only=True)``
+reads: no pickled code ever runs. Beside it, ``<name>.manifest.json`` records its size and
+sha256. Both are written to a temporary name, fsynced and renamed, so a crash mid-write
+never damages an earlier checkpoint, and a file whose manifest is missing or does not
+match is never loaded by ``latest``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import os
 import pickle
+import struct
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from trainwell.errors import CheckpointError
+from trainwell.statetree import join, walk
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -71,93 +76,144 @@ def atomic_write(path: Path, write: Any) -> None:
     _fsync_dir(path.parent)
 
 
-def copy_state(state: Any, reuse: Any = None) -> Any:
-    """A private copy of a nested state (dicts, lists, tensors, plain values), taken now.
+FORMAT = "trainwell-checkpoint/2"
+# torch dtype -> safetensors dtype; tensors of other dtypes stay with the plain data
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
-    Tensors are copied into ``reuse``'s tensors (a previous copy of the same structure)
-    where shape, dtype and device match, so repeated copies allocate nothing; others are cloned.
+
+def _split(state: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[torch.Tensor]]:
+    """The state without its tensors (each replaced by None, its path and name recorded),
+    the tensors' names, and the tensors."""
+    names: list[str] = []
+    places: list[tuple[tuple, str]] = []
+    tensors: list[torch.Tensor] = []
+    used: set[str] = set()
+
+    def take(path: tuple, tensor: torch.Tensor) -> Any:
+        if tensor.dtype not in _SAFETENSORS_DTYPES or tensor.layout != torch.strided:
+            return tensor  # rare (a numpy RNG's uint32 words): torch.save keeps it with the plain data
+        name = "/".join(map(str, path))
+        if name in used:  # keys that contain "/" could collide
+            name = f"{name}#{len(names)}"
+        used.add(name)
+        names.append(name)
+        places.append((path, name))
+        tensors.append(tensor)
+        return None
+
+    rest = walk(state, take)
+    return {"state": rest, "tensors": places}, names, tensors
+
+
+def _bytes_of(tensor: torch.Tensor) -> Any:
+    """A tensor's bytes in memory order (a view where it is already contiguous on the CPU)."""
+    tensor = tensor.detach().cpu().contiguous()
+    return tensor.reshape(-1).view(torch.uint8).numpy()
+
+
+def _encode(state: dict[str, Any]) -> list[Any]:
+    """The pieces of a checkpoint file, in order: safetensors' 8-byte header length, its JSON
+    header (tensor table, plain data in the metadata), then each tensor's bytes. The tensor
+    bytes are views of the live tensors where possible, so they must be written before
+    training goes on; no copy of the whole state is made (torch.save's pickling of each
+    tensor was most of a checkpoint's time on the training thread)."""
+    rest, names, tensors = _split(state)
+    plain = io.BytesIO()
+    torch.save(rest, plain)
+    header: dict[str, Any] = {"__metadata__": {"format": FORMAT, "state": base64.b64encode(plain.getvalue()).decode()}}
+    data = [_bytes_of(tensor) for tensor in tensors]
+    offset = 0
+    for name, tensor, raw in zip(names, tensors, data):
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + raw.nbytes]}
+        offset += raw.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # tensor data starts 8-byte aligned
+    return [struct.pack("<Q", len(encoded)), encoded, *data]
+
+
+class StagedCheckpoint:
+    """A state written to a temporary file beside ``path``: hashed and handed to the kernel,
+    not yet durable or visible. ``commit()`` makes it both.
+
+    Staging is the CPU work (encoding, sha256, copying into the page cache) and runs on the
+    caller's thread, so the file holds the state of that moment; committing is mostly
+    waiting for the disk (fsyncs, renames) and can run on a background thread without
+    taking a CPU core from training.
     """
-    spare = iter(_tensors(reuse))
-    targets: list[torch.Tensor] = []
-    sources: list[torch.Tensor] = []
 
-    def copy(value: torch.Tensor) -> torch.Tensor:
-        value = value.detach()
-        buffer = next(spare, None)
-        if buffer is not None and (buffer.shape, buffer.dtype, buffer.device) == (value.shape, value.dtype, value.device):
-            targets.append(buffer)
-            sources.append(value)
-            return buffer
-        return value.clone()
+    def __init__(self, state: dict[str, Any], path: Path) -> None:
+        self.path = path
+        pieces = _encode(state)
+        digest = hashlib.sha256()
+        for piece in pieces:
+            digest.update(piece)
+        size = sum(memoryview(piece).nbytes for piece in pieces)
+        self.manifest = json.dumps({"file": path.name, "size": size, "sha256": digest.hexdigest(), "format": 2},
+                                   indent=1).encode()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as e:
+            raise _write_error(path, e) from e
+        try:
+            self._file = os.fdopen(fd, "wb")
+            os.fchmod(fd, FILE_MODE)
+            for piece in pieces:
+                self._file.write(piece)
+            self._file.flush()
+        except OSError as e:
+            self._discard()
+            raise _write_error(path, e) from e
+        except BaseException:
+            self._discard()
+            raise
 
-    copied = _map_tensors(state, copy)
-    if targets:
-        torch._foreach_copy_(targets, sources)
-    return copied
+    def commit(self) -> Path:
+        """fsync, rename into place, then write the manifest (which fsyncs the directory)."""
+        try:
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
+            atomic_write(manifest_path(self.path), lambda f: f.write(self.manifest))
+        except OSError as e:
+            self._discard()
+            raise _write_error(self.path, e) from e
+        except BaseException:
+            self._discard()
+            raise
+        return self.path
 
-
-def _map_tensors(state: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    """``state`` rebuilt with ``fn(tensor)`` in place of each tensor (depth first, in order)."""
-    if isinstance(state, torch.Tensor):
-        return fn(state)
-    if isinstance(state, dict):
-        return {k: _map_tensors(v, fn) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        if set(map(type, state)) <= _PLAIN:  # e.g. a list of floats: no walk needed
-            return list(state) if isinstance(state, list) else state
-        return type(state)(_map_tensors(v, fn) for v in state)
-    return state
-
-
-def _tensors(state: Any) -> list[torch.Tensor]:
-    """The tensors in a nested state, in the order ``_map_tensors`` visits them."""
-    found: list[torch.Tensor] = []
-    _map_tensors(state, found.append)
-    return found
-
-
-_PLAIN = {int, float, str, bool, bytes, type(None)}
-
-
-def serialize(state: dict[str, Any]) -> memoryview:
-    """The checkpoint's bytes, taken now (the training state may change right after).
-
-    This runs on the training thread, which holds the GIL anyway; the writer thread then
-    only hashes and writes, which release it. torch's own crc32 of each record is
-    skipped: the manifest's sha256 covers every byte, and the crc was most of the time
-    this takes (3 of 3.7 ms for a 5 MB state).
-    """
-    buffer = io.BytesIO()
-    crc = torch.serialization.get_crc32_options()
-    torch.serialization.set_crc32_options(False)
-    try:
-        torch.save(state, buffer)
-    finally:
-        torch.serialization.set_crc32_options(crc)
-    return buffer.getbuffer()
+    def _discard(self) -> None:
+        if hasattr(self, "_file"):
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the write already failed; that is the error to report
+        Path(self._tmp).unlink(missing_ok=True)
 
 
-def write(data: memoryview, path: str | os.PathLike) -> Path:
-    """Write serialised bytes and their manifest atomically; on failure earlier files are intact."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: f.write(data))
-        manifest = {"file": path.name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "format": 1}
-        atomic_write(manifest_path(path), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-    except OSError as e:
-        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}") from e
-    return path
+def _write_error(path: Path, e: OSError) -> CheckpointError:
+    return CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}")
+
+
+def save(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a state and its manifest atomically; on failure earlier files are intact."""
+    return StagedCheckpoint(state, Path(path)).commit()
 
 
 class BackgroundWriter:
-    """Writes checkpoints on a background thread, one at a time.
+    """Writes checkpoints, their waiting for the disk on a background thread, one at a time.
 
-    The state is serialised on the caller's thread (so it is the state of that moment,
-    and the pickling, which holds the GIL, does not fight the training thread for it);
-    the sha256, write and fsyncs, which release the GIL, overlap with training.
-    ``submit`` first waits for the previous write, so at most one is in flight and its
-    error (a full disk, say) surfaces at the next checkpoint or at ``wait()``.
+    On the caller's thread the state is encoded, hashed and copied into a temporary file:
+    CPU work, which costs training less there than on a second thread, where it takes a core
+    from torch's intra-op threads and the GIL from the loop. The fsyncs and renames,
+    which only wait, overlap with training. ``submit`` first waits for the previous write,
+    so at most one is in flight and its error surfaces at the next checkpoint or at ``wait()``.
     """
 
     def __init__(self) -> None:
@@ -166,16 +222,16 @@ class BackgroundWriter:
 
     def submit(self, state: dict[str, Any], path: Path, then: Callable[[Path], None] | None = None) -> None:
         self.wait()
-        data = serialize(state)
+        staged = StagedCheckpoint(state, path)
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainwell-checkpoint")
-        self._pending = self._pool.submit(self._write, data, path, then)
+        self._pending = self._pool.submit(self._commit, staged, then)
 
     @staticmethod
-    def _write(data: memoryview, path: Path, then: Callable[[Path], None] | None) -> Path:
-        written = write(data, path)
+    def _commit(staged: StagedCheckpoint, then: Callable[[Path], None] | None) -> Path:
+        written = staged.commit()
         if then is not None:
             then(written)
         return written
@@ -217,17 +273,41 @@ def load(path: str | os.PathLike, map_location: Any = "cpu", *, require_manifest
     if problem is not None:
         warnings.warn(f"checkpoint {path} has no manifest; its integrity cannot be checked", stacklevel=2)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with open(path, "rb") as f:
+            head = f.read(9)
+        state = _load_safetensors(path, map_location) if head[8:] == b"{" else _load_plain(path, map_location)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refusing checkpoint {path}: it contains pickled objects other than tensors and plain data, "
             "which could run code; only load checkpoints written by trainwell"
         ) from e
-    except (RuntimeError, EOFError, OSError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
     if not isinstance(state, dict) or "trainer" not in state:
         raise CheckpointError(f"{path} is not a trainwell checkpoint (no trainer state)")
     return state
+
+
+def _load_plain(source: Any, map_location: Any) -> Any:
+    """Tensors and plain data saved by ``torch.save``, never running pickled code."""
+    return torch.load(source, map_location=map_location, weights_only=True)
+
+
+def _load_safetensors(path: Path, map_location: Any) -> Any:
+    """A checkpoint written by ``_encode`` (earlier trainwell versions wrote ``torch.save`` files)."""
+    from safetensors import SafetensorError, safe_open
+
+    device = torch.device(map_location) if map_location is not None else torch.device("cpu")
+    try:
+        with safe_open(path, framework="pt", device=str(device)) as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise ValueError(f"not a trainwell checkpoint (format {metadata.get('format')!r})")
+            skeleton = _load_plain(io.BytesIO(base64.b64decode(metadata["state"])), device)
+            placed = {tuple(where): f.get_tensor(name) for where, name in skeleton["tensors"]}
+    except SafetensorError as e:
+        raise ValueError(str(e)) from e
+    return join(skeleton["state"], placed)
 
 
 def latest(directory: str | os.PathLike, pattern: str = "*.ckpt") -> Path | None:

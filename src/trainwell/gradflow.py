@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from trainwell.checkpoint import copy_state
+from trainwell.statetree import copy_state
 from trainwell.errors import ConfigError
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from trainwell.checkpoint import copy_state
+from trainwell.statetree import copy_state
 from trainwell.errors import ConfigError, TrainingError
 from trainwell.events import SkipStep
 

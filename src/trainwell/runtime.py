@@ -70,7 +70,7 @@ def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         # 625 words as one tensor: pickled one by one they were a third of a checkpoint's save time
         "python": (version, torch.tensor(keys, dtype=torch.int64), gauss),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),  # uint32 words
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -83,7 +83,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, keys, gauss = state["python"]
     random.setstate((version, tuple(keys.tolist()), gauss))
     name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy(), *rest))
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
