@@ -167,7 +167,7 @@ def main() -> None:
     ckpt_epoch_s = statistics.median(seconds["ckpt100"])
     lines = [
         "# trainwell's own overhead on the mnist recipe", "",
-        f"`python bench/overhead.py --reps {args.reps}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"`python bench/overhead.py --reps {args.reps} --block-epochs {args.block_epochs}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads). Three trainers in one process take turns, "
         "one epoch each (54,000 samples, batch 64, fused Adam; each epoch a `fit` call: training, validation, "
         "logging, checkpoints, final weights), after a warm-up epoch each.", "",
