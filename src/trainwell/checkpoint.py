@@ -111,7 +111,7 @@ def _split(state: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[torch
 
 def _bytes_of(tensor: torch.Tensor) -> Any:
     """A tensor's bytes in memory order (a view where it is already contiguous on the CPU)."""
-    tensor = tensor.detach().cpu().contiguous()
+    tensor = tensor.detach().cpu().contiguous().resolve_neg()
     return tensor.reshape(-1).view(torch.uint8).numpy()
 
 
