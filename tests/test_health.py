@@ -242,3 +242,15 @@ def test_learning_rate_far_too_high_stops_with_exit_1_naming_the_lr(tmp_path: Pa
     interventions = [r for r in records if r["kind"] == "intervention"]
     assert 1 < len(interventions) <= 6 and interventions[-1]["step"] < 20
     assert records[-1]["kind"] == "end" and records[-1]["status"].startswith("failed")
+
+
+def test_huge_but_finite_weights_are_not_taken_for_damaged_ones() -> None:
+    """A norm of weights around 1e20 overflows float32; the weights themselves are finite."""
+    from trainwell.health import _all_finite
+
+    model = nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight.fill_(1e30)
+    assert _all_finite(model)
+    model.bias.data[0] = float("nan")
+    assert not _all_finite(model)
