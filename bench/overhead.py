@@ -110,24 +110,22 @@ class AlternateBlocks:
 
 def block_interleave(run_dir: Path, epochs: int) -> AlternateBlocks:
     """Train one ``defaults`` trainer for ``epochs`` with checkpoints on in every other block."""
-    seed_everything(0)
-    parts = get_recipe("mnist").build(TrainConfig(), torch.device("cpu"))
     blocks = AlternateBlocks()
-    trainer = Trainer(parts.model, parts.optimizer, parts.loss_fn, device="cpu", seed=0, run_dir=run_dir,
-                      callbacks=[blocks])
-    trainer.fit(parts.train, parts.val, epochs=1)  # warm-up
+    trainer, train, val = build("defaults", run_dir, callbacks=[blocks])
+    trainer.fit(train, val, epochs=1)  # warm-up
     blocks.on.clear(), blocks.off.clear(), blocks.pairs.clear()
-    trainer.fit(parts.train, parts.val, epochs=1 + epochs)
+    trainer.fit(train, val, epochs=1 + epochs)
     return blocks
 
 
-def build(name: str, run_dir: Path) -> tuple[Trainer, object, object]:
+def build(name: str, run_dir: Path, **extra: object) -> tuple[Trainer, object, object]:
+    """The mnist recipe's trainer in configuration ``name`` (plus any other Trainer options)."""
     seed_everything(0)
     parts = get_recipe("mnist").build(TrainConfig(), torch.device("cpu"))
     options = {"bare": dict(health=False, grad_flow_every=None),
                "defaults": dict(run_dir=run_dir),
                "ckpt100": dict(run_dir=run_dir, checkpoint_every_steps=100)}[name]
-    trainer = Trainer(parts.model, parts.optimizer, parts.loss_fn, device="cpu", seed=0, **options)
+    trainer = Trainer(parts.model, parts.optimizer, parts.loss_fn, device="cpu", seed=0, **options, **extra)
     return trainer, parts.train, parts.val
 
 

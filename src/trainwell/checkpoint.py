@@ -60,20 +60,46 @@ def _default_mode() -> int:
 FILE_MODE = _default_mode()  # mkstemp makes 0600 files; finished files get the usual permissions
 
 
-def atomic_write(path: Path, write: Any) -> None:
+class StagedFile:
+    """What ``write(file_object)`` writes, in a temporary file beside ``path``: in the page
+    cache, not yet durable or visible. ``commit()`` fsyncs it and renames it into place."""
+
+    def __init__(self, path: Path, write: Callable[[Any], Any]) -> None:
+        self.path = path
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self._file = os.fdopen(fd, "wb")
+        try:
+            os.fchmod(fd, FILE_MODE)
+            write(self._file)
+            self._file.flush()
+        except BaseException:
+            self._discard()
+            raise
+
+    def commit(self, sync_dir: bool = True) -> Path:
+        """fsync, rename into place, and (unless a later rename's will do) fsync the directory."""
+        try:
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self._discard()
+            raise
+        if sync_dir:
+            _fsync_dir(self.path.parent)
+        return self.path
+
+    def _discard(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the write already failed; that is the error to report
+        Path(self._tmp).unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    StagedFile(path, write).commit()
 
 
 FORMAT = "trainwell-checkpoint/2"
@@ -157,44 +183,19 @@ class StagedCheckpoint:
                                    indent=1).encode()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            self._data = StagedFile(path, lambda f: f.writelines(pieces))
         except OSError as e:
             raise _write_error(path, e) from e
-        try:
-            self._file = os.fdopen(fd, "wb")
-            os.fchmod(fd, FILE_MODE)
-            for piece in pieces:
-                self._file.write(piece)
-            self._file.flush()
-        except OSError as e:
-            self._discard()
-            raise _write_error(path, e) from e
-        except BaseException:
-            self._discard()
-            raise
 
     def commit(self) -> Path:
-        """fsync, rename into place, then write the manifest (which fsyncs the directory)."""
+        """Make the file durable and visible, then write the manifest (whose rename's
+        directory fsync covers both renames)."""
         try:
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self._tmp, self.path)
+            self._data.commit(sync_dir=False)
             atomic_write(manifest_path(self.path), lambda f: f.write(self.manifest))
         except OSError as e:
-            self._discard()
             raise _write_error(self.path, e) from e
-        except BaseException:
-            self._discard()
-            raise
         return self.path
-
-    def _discard(self) -> None:
-        if hasattr(self, "_file"):
-            try:
-                self._file.close()
-            except OSError:
-                pass  # the write already failed; that is the error to report
-        Path(self._tmp).unlink(missing_ok=True)
 
 
 def _write_error(path: Path, e: OSError) -> CheckpointError:

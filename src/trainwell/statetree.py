@@ -63,7 +63,8 @@ def copy_state(state: Any, reuse: Any = None) -> Any:
 
 
 def join(state: Any, placed: dict[tuple, torch.Tensor], path: tuple = ()) -> Any:
-    """Put each tensor of ``placed`` back at its path in ``state``."""
+    """Put each tensor of ``placed`` back at its path in ``state`` (the inverse of taking them
+    out with ``walk``; every list is entered, since the places left are plain values)."""
     if path in placed:
         return placed[path]
     if isinstance(state, dict):
