@@ -2,8 +2,9 @@
 
 Losses are per-sample means over the whole set: each batch's mean loss is weighted by
 its sample count, never averaged as a mean of batch means. Each step only keeps its
-loss and its predicted classes; the sums are taken every ``FLUSH_EVERY`` batches in a
-few batched operations, which costs a small model's step a fraction of what
+loss and what accuracy needs (a small batch's class scores, or its predictions); the
+sums, and one argmax over all the kept scores, are taken every ``FLUSH_EVERY`` batches in
+a few batched operations, which costs a small model's step a fraction of what
 comparing and summing every batch on its own would.
 """
 
@@ -15,6 +16,9 @@ import torch
 from torch import nn
 
 FLUSH_EVERY = 64
+# Class scores up to this many numbers per batch are kept for one batched argmax at the flush
+# (64 batches of 64 x 10 logits: 160 KiB); larger outputs are reduced to predictions at once.
+DEFERRED_SCORES = 1 << 16
 
 
 def classification_kind(logits: torch.Tensor, targets: Any, loss_fn: Any) -> str | None:
@@ -39,6 +43,16 @@ def predictions(kind: str | None, logits: torch.Tensor, loss_fn: Any) -> torch.T
     return None
 
 
+def accuracy_inputs(kind: str | None, logits: torch.Tensor, loss_fn: Any) -> torch.Tensor | None:
+    """What ``EpochMeter.add_batch`` keeps of a batch's outputs: a small multiclass batch's
+    scores as ``[N, classes]`` (detached; their argmax is taken at the flush, one call for
+    many batches), else ``predictions()``."""
+    if kind == "multiclass" and logits.numel() <= DEFERRED_SCORES:
+        scores = logits.detach()
+        return scores if scores.ndim == 2 else scores.reshape(-1, scores.shape[-1])
+    return predictions(kind, logits, loss_fn)
+
+
 class EpochMeter:
     """Running sums for one epoch: loss x samples, correct predictions, measured gradient norms."""
 
@@ -57,10 +71,12 @@ class EpochMeter:
         self._counts: list[int] = []  # their sample counts,
         self._predicted: list[torch.Tensor] = []  # and the predictions with their targets
         self._targets: list[torch.Tensor] = []
+        self._norms: list[torch.Tensor] = []  # measured gradient norms not yet folded in
 
     def add_batch(self, loss: torch.Tensor, samples: int, predicted: torch.Tensor | None = None,
                   targets: torch.Tensor | None = None) -> None:
-        """One batch's mean loss (detached) and sample count, with ``predictions()`` and targets for accuracy."""
+        """One batch's mean loss (detached) and sample count, with ``accuracy_inputs()`` and targets
+        for accuracy: floating-point ``predicted`` are class scores whose argmax is taken later."""
         self._losses.append(loss)
         self._counts.append(samples)
         self.samples += samples
@@ -72,8 +88,8 @@ class EpochMeter:
             self._flush()
 
     def add_grad_norm(self, grad_norm: torch.Tensor) -> None:
-        self.grad_norm_sum.add_(grad_norm.detach())
-        torch.maximum(self.grad_norm_max, grad_norm.detach(), out=self.grad_norm_max)
+        """One measured gradient norm (a 0-d tensor without autograd history), summed at the flush."""
+        self._norms.append(grad_norm)
         self.norms += 1
 
     def _flush(self) -> None:
@@ -83,14 +99,29 @@ class EpochMeter:
             counts = torch.tensor(self._counts, dtype=losses.dtype).to(losses.device, non_blocking=True)
             self.loss_sum.add_(torch.dot(losses, counts))
             self._losses, self._counts = [], []
+        self._fold_norms()
         self._count_correct()
+
+    def _fold_norms(self) -> None:
+        """Fold the pending gradient norms into their sum and maximum (order fixed: exact on resume)."""
+        if self._norms:
+            norms = torch.stack(self._norms).float()
+            self.grad_norm_sum.add_(norms.sum())
+            torch.maximum(self.grad_norm_max, norms.max(), out=self.grad_norm_max)
+            self._norms = []
 
     def _count_correct(self) -> None:
         """Fold the pending predictions into ``correct`` (integer sums: when does not matter)."""
         if self._predicted:
-            predicted, targets = torch.cat(self._predicted), torch.cat(self._targets)
+            scores = [p for p in self._predicted if p.is_floating_point()]
+            if len(scores) == len(self._predicted):  # the usual case: one argmax for every batch
+                predicted = torch.cat(scores).argmax(dim=-1)
+            else:
+                predicted = torch.cat([p.argmax(dim=-1) if p.is_floating_point() else p.reshape(-1)
+                                       for p in self._predicted])
+            targets = torch.cat([t if t.ndim == 1 else t.reshape(-1) for t in self._targets])
             if predicted.dtype == torch.bool:
-                targets = targets.reshape(-1) > 0.5
+                targets = targets > 0.5
             self.correct.add_((predicted == targets).sum())
             self._predicted, self._targets = [], []
 
@@ -108,9 +139,9 @@ class EpochMeter:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """The sums as plain numbers (exact: float32 fits a Python float), plus the losses
-        not yet summed: summing them now would change the float rounding of the epoch's
-        loss, and a resumed run must report the same numbers."""
+        """The sums as plain numbers (exact: float32 fits a Python float), plus the losses and
+        gradient norms not yet summed: summing them now would change the float rounding of
+        the epoch's means, and a resumed run must report the same numbers."""
         self._count_correct()
         return {
             "loss_sum": float(self.loss_sum),
@@ -122,6 +153,7 @@ class EpochMeter:
             "has_accuracy": self.has_accuracy,
             "pending_losses": torch.stack(self._losses).tolist() if self._losses else [],
             "pending_counts": list(self._counts),
+            "pending_norms": torch.stack(self._norms).tolist() if self._norms else [],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -131,4 +163,6 @@ class EpochMeter:
         losses = torch.tensor(state["pending_losses"], dtype=torch.float32, device=self.device)
         self._losses = list(losses.unbind())
         self._counts = list(state["pending_counts"])
+        norms = torch.tensor(state.get("pending_norms", []), dtype=torch.float32, device=self.device)
+        self._norms = list(norms.unbind())
         self._predicted, self._targets = [], []

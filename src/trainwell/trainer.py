@@ -23,7 +23,7 @@ from trainwell.checks import check_finite, check_labels, forward_with_shape_chec
 from trainwell.data import InMemoryLoader, epoch_batches, num_batches, windows
 from trainwell.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainwellError
 from trainwell.events import Dispatcher, Event, SkipStep, StopTraining
-from trainwell.metrics import EpochMeter, classification_kind, predictions
+from trainwell.metrics import EpochMeter, accuracy_inputs, classification_kind
 from trainwell.runtime import (autocast, check_precision, peak_memory, place_on_device, resolve_device, rng_state,
                                seed_everything, set_rng_state, stop_on_signals, to_device)
 from trainwell.schedules import ScheduleDriver, build_schedule, default_interval, parse_schedule_spec
@@ -193,7 +193,9 @@ class Trainer:
         schedule.epoch_start(self.epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         started, self._data_wait = time.perf_counter(), 0.0
-        batches = epoch_batches(dataloader, seed=self.data_seed, epoch=self.epoch, skip=self.position)
+        # In-memory inputs come in reused buffers: nothing here holds a batch's inputs past its step.
+        batches = epoch_batches(dataloader, seed=self.data_seed, epoch=self.epoch, skip=self.position,
+                                reuse=accumulation_steps)
         if self._resume_rng is not None:  # skipping batches may have drawn from the global RNG
             set_rng_state(self._resume_rng)
             self._resume_rng = None
@@ -226,16 +228,17 @@ class Trainer:
         """
         batches = [self._unpack(batch) for batch in window]
         total = sum(n for _, _, n in batches)
-        seen = []  # per micro-batch (loss, samples, predictions, targets): counted only if the step is taken
+        seen = []  # per micro-batch (loss, samples, accuracy inputs, targets): counted only if the step is taken
         window_loss = None
         for inputs, targets, n in batches:
             logits, loss = self._forward(inputs, targets, check=not self._train_checked, labels=self._dataset_labels)
             self._train_checked = True
             weighted = loss if n == total else loss * (n / total)
             (self.scaler.scale(weighted) if self.scaler else weighted).backward()
-            loss, weighted = loss.detach(), weighted.detach()
+            loss = loss.detach()
+            weighted = loss if n == total else weighted.detach()
             window_loss = weighted if window_loss is None else window_loss + weighted
-            seen.append((loss, n, predictions(self._kind, logits, self.loss_fn), targets))
+            seen.append((loss, n, accuracy_inputs(self._kind, logits, self.loss_fn), targets))
         self.position += len(window)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -322,15 +325,15 @@ class Trainer:
 
     def _unpack(self, batch: Any) -> tuple[Any, Any, int]:
         """(inputs, targets, number of samples) on the training device, from a tuple or a dict batch."""
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            inputs, targets = to_device(batch[0], self.device), to_device(batch[1], self.device)
+            return inputs, targets, len(targets)
         if isinstance(batch, Mapping):
             inputs = to_device(dict(batch), self.device)
             targets = inputs.get("labels")
             first = targets if targets is not None else next(v for v in inputs.values() if isinstance(v, torch.Tensor))
             return inputs, targets, len(first)
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise DataError(f"a batch must be (inputs, targets) or a dict, got {type(batch).__name__}")
-        inputs, targets = to_device(batch[0], self.device), to_device(batch[1], self.device)
-        return inputs, targets, len(targets)
+        raise DataError(f"a batch must be (inputs, targets) or a dict, got {type(batch).__name__}")
 
     def _forward(self, inputs: Any, targets: Any, check: bool = False,
                  labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -409,7 +412,7 @@ class Trainer:
             inputs, targets, n = self._unpack(batch)
             logits, loss = self._forward(inputs, targets, check=index == 0, labels=labels)
             kind = self._kind or classification_kind(logits, targets, self.loss_fn)
-            meter.add_batch(loss, n, predictions(kind, logits, self.loss_fn), targets)
+            meter.add_batch(loss, n, accuracy_inputs(kind, logits, self.loss_fn), targets)
         self.model.train(was_training)
         if meter.samples == 0:
             raise DataError(f"the {name} data is empty")
