@@ -3,7 +3,7 @@
 One command::
 
     python bench/run.py [--batch-sizes 64 512] [--reps 3] [--epochs 1] [--device cpu|cuda]
-                        [--only NAME,...] [--threads N] [--out bench/RESULTS.md]
+                        [--only NAME,...] [--threads N] [--pause S] [--out bench/RESULTS.md]
 
 The workload (issue 5): the 235,146-parameter MLP of seed 000 on full MNIST (the first
 54,000 training images; final accuracy on the official 10k test set), Adam lr 1e-3,
@@ -14,8 +14,9 @@ time, peak RSS, torch threads). A framework that is not installed prints
 ``{"skipped": reason}``; install them with ``pip install -e '.[bench]'``.
 
 Every contender runs in its own process (``sys.executable``), interleaved: for each
-repetition, for each batch size, every contender once (A B C ... B C A ...; the order
-rotates by one each repetition, so no contender always follows the same neighbour). The report
+repetition, for each batch size, every contender once, in an order shuffled afresh (seeded by
+the repetition) each time: a rotation would keep every contender behind the same neighbour, and
+the 7-repetition run of 3066e83 put the recipe behind Keras in every repetition. The report
 gives the median samples/s with min/max, the medians of whole-process wall time, import
 time and peak RSS, the final accuracy, the ratios issue 5's acceptance asks for (ratio of
 the medians, and the range of the per-repetition ratios, which pair runs made minutes
@@ -36,6 +37,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -102,6 +104,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the contenders")
     p.add_argument("--startup-runs", type=int, default=7, help="runs per startup measurement (median)")
     p.add_argument("--timeout", type=float, default=1200, help="seconds before a contender is killed")
+    p.add_argument("--pause", type=float, default=2.0,
+                   help="seconds of rest before each contender, so one process's exit (freeing ~800 MiB) "
+                        "is not paid by the next")
     p.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     return p.parse_args()
 
@@ -345,10 +350,10 @@ def main() -> None:
     total = args.reps * len(args.batch_sizes) * len(contenders)
     done = 0
     for rep in range(args.reps):
-        shift = rep % len(contenders)  # each repetition starts with a different contender
         for bs in args.batch_sizes:
-            for name, variant in contenders[shift:] + contenders[:shift]:
+            for name, variant in random.Random(f"{rep}/{bs}").sample(contenders, len(contenders)):
                 done += 1
+                time.sleep(args.pause)
                 result = run_contender(name, variant, bs, args, env, seed=rep)
                 result.update(rep=rep, batch_size_asked=bs, label=label(name, variant))
                 results.append(result)
