@@ -104,3 +104,36 @@ def test_accumulation_over_reused_buffers_trains_like_the_same_batches_held_as_c
     for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(a, b), name
     assert trainer.history["train_acc"] == reference_trainer.history["train_acc"]
+
+
+class _Tagger(nn.Module):
+    """Per-position classes ([batch, time, classes]): the class is the input token itself."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(classes, classes)
+        with torch.no_grad():
+            self.table.weight.copy_(torch.eye(classes) * 10)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.table(tokens)
+
+
+def _sequence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def test_sequence_accuracy_is_the_share_of_correct_positions() -> None:
+    """A [batch, time, classes] output is scored per position: accuracy is correct positions
+    over positions (it was divided by sequences, and a perfect tagger scored 12.0)."""
+    tokens = torch.randint(0, 5, (40, 12), generator=torch.Generator().manual_seed(3))
+    targets = tokens.clone()
+    targets[:, :3] = (targets[:, :3] + 1) % 5  # the first 3 of 12 positions are always wrong
+    model = _Tagger(5)
+    trainer = tw.Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), _sequence_loss, health=False,
+                         grad_flow_every=None)
+    data = tw.InMemoryLoader(tokens, targets, batch_size=8)
+    trainer.fit(data, data, epochs=1)
+    assert trainer.history["train_acc"] == [0.75]
+    assert trainer.history["eval_acc"] == [0.75]
+    assert trainer.test(data)["test_acc"] == 0.75

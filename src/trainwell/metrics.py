@@ -54,7 +54,8 @@ def accuracy_inputs(kind: str | None, logits: torch.Tensor, loss_fn: Any) -> tor
 
 
 class EpochMeter:
-    """Running sums for one epoch: loss x samples, correct predictions, measured gradient norms."""
+    """Running sums for one epoch: loss x samples, correct predictions (one per sample, or one per
+    position of a [batch, time, classes] output), measured gradient norms."""
 
     def __init__(self, device: torch.device):
         # float32 sums, like the losses and norms that arrive (pending losses are cast when folded in).
@@ -65,8 +66,8 @@ class EpochMeter:
         self.grad_norm_sum = torch.zeros((), dtype=dtype, device=device)
         self.grad_norm_max = torch.zeros((), dtype=dtype, device=device)
         self.samples = 0
+        self.scored = 0  # predictions counted for accuracy: one per sample, or per position of a sequence
         self.norms = 0  # steps whose gradient norm was measured
-        self.has_accuracy = False
         self._losses: list[torch.Tensor] = []  # not yet summed: per-batch mean losses,
         self._counts: list[int] = []  # their sample counts,
         self._predicted: list[torch.Tensor] = []  # and the predictions with their targets
@@ -83,7 +84,7 @@ class EpochMeter:
         if predicted is not None:
             self._predicted.append(predicted)
             self._targets.append(targets)
-            self.has_accuracy = True
+            self.scored += targets.numel()
         if len(self._losses) >= FLUSH_EVERY:
             self._flush()
 
@@ -131,8 +132,8 @@ class EpochMeter:
             return {}
         self._flush()
         out = {f"{prefix}_loss": float(self.loss_sum) / self.samples}
-        if self.has_accuracy:
-            out[f"{prefix}_acc"] = int(self.correct) / self.samples
+        if self.scored:
+            out[f"{prefix}_acc"] = int(self.correct) / self.scored
         if self.norms:
             out["grad_norm"] = float(self.grad_norm_sum) / self.norms
             out["grad_norm_max"] = float(self.grad_norm_max)
@@ -150,7 +151,7 @@ class EpochMeter:
             "grad_norm_max": float(self.grad_norm_max),
             "samples": self.samples,
             "norms": self.norms,
-            "has_accuracy": self.has_accuracy,
+            "scored": self.scored,
             "pending_losses": torch.stack(self._losses).tolist() if self._losses else [],
             "pending_counts": list(self._counts),
             "pending_norms": torch.stack(self._norms).tolist() if self._norms else [],
@@ -159,7 +160,9 @@ class EpochMeter:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("loss_sum", "correct", "grad_norm_sum", "grad_norm_max"):
             getattr(self, name).fill_(state[name])
-        self.samples, self.norms, self.has_accuracy = state["samples"], state["norms"], state["has_accuracy"]
+        self.samples, self.norms = state["samples"], state["norms"]
+        # Checkpoints before per-position counting kept a flag: one prediction per sample.
+        self.scored = state.get("scored", self.samples if state.get("has_accuracy") else 0)
         losses = torch.tensor(state["pending_losses"], dtype=torch.float32, device=self.device)
         self._losses = list(losses.unbind())
         self._counts = list(state["pending_counts"])
