@@ -104,49 +104,60 @@ def accuracy(forward, x, y, batch_size: int = 1000) -> float:
 
 
 class EpochClock:
-    """Wall time of the timed epochs: ``start()`` when epoch 2 begins (after the warm-up), ``stop()`` after the last."""
+    """Wall time of the timed epochs, epoch by epoch: ``epoch_start(i)`` as epoch ``i`` (0-based)
+    begins marks the time from epoch 1 on (epoch 0 is the warm-up), ``stop()`` after the last."""
 
     def __init__(self, device: str):
-        self.device, self.t0, self.t1 = device, None, None
+        self.device, self.marks, self.stopped = device, [], False
 
-    def start(self) -> None:
-        sync(self.device)
-        self.t0 = time.perf_counter()
+    def epoch_start(self, index: int) -> None:
+        if index >= 1:
+            self._mark()
 
     def stop(self) -> None:
+        self._mark()
+        self.stopped = True
+
+    def _mark(self) -> None:
         sync(self.device)
-        self.t1 = time.perf_counter()
+        self.marks.append(time.perf_counter())
+
+    @property
+    def epoch_seconds(self) -> list[float]:
+        """Each timed epoch's wall time (the last one up to ``stop()``, its end-of-run work included)."""
+        if not self.stopped or len(self.marks) < 2:
+            raise RuntimeError("the epoch clock was not started and stopped")
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
     @property
     def seconds(self) -> float:
-        if self.t0 is None or self.t1 is None:
-            raise RuntimeError("the epoch clock was not started and stopped")
-        return self.t1 - self.t0
+        return sum(self.epoch_seconds)
 
 
 class TrainerClock:
-    """A trainwell callback: starts the epoch clock when epoch 2 begins (after the warm-up) and
-    stops it at the end of fit (after the last epoch's checkpoint, before the final weights)."""
+    """A trainwell callback: marks each epoch's start (timing from epoch 2, after the warm-up) and
+    stops at the end of fit (after the last epoch's checkpoint and the final weights)."""
 
     def __init__(self, device: str):
         self.clock = EpochClock(device)
 
     def on_epoch_start(self, trainer, epoch):
-        if epoch == 1:
-            self.clock.start()
+        self.clock.epoch_start(epoch)
 
     def on_fit_end(self, trainer, history):
         self.clock.stop()
 
 
-def report(name: str, args: argparse.Namespace, *, import_s: float, timed_s: float, samples: int,
+def report(name: str, args: argparse.Namespace, *, import_s: float, clock: EpochClock, samples: int,
            val_acc: float, **extra) -> None:
-    """Print the one JSON line run.py reads."""
+    """Print the one JSON line run.py reads (``samples``: over all timed epochs)."""
     import torch
 
+    timed_s = clock.seconds
     result = {
         "contender": name, "variant": args.variant, "batch_size": args.batch_size, "epochs": args.epochs,
         "device": args.device, "samples_per_s": samples / timed_s, "timed_s": timed_s,
+        "epoch_s": clock.epoch_seconds,
         "val_acc": val_acc, "import_s": import_s, "wall_s": time.perf_counter() - STARTED,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, **extra,

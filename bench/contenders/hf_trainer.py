@@ -56,9 +56,8 @@ class Clock(TrainerCallback):
         self.epochs = 0
 
     def on_epoch_begin(self, targs, state, control, **kw):
+        self.clock.epoch_start(self.epochs)
         self.epochs += 1
-        if self.epochs == 2:
-            self.clock.start()
 
     def on_train_end(self, targs, state, control, **kw):
         self.clock.stop()
@@ -78,5 +77,5 @@ with tempfile.TemporaryDirectory(prefix="hf-bench-") as out:
     trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=Data(), callbacks=[clock])
     trainer.train()
 model.eval()
-c.report("hf_trainer", args, import_s=import_s, timed_s=clock.clock.seconds, samples=len(x) * args.epochs,
+c.report("hf_trainer", args, import_s=import_s, clock=clock.clock, samples=len(x) * args.epochs,
          val_acc=c.accuracy(model.net, xv.to(args.device), yv.to(args.device)), versions=versions)

@@ -29,8 +29,7 @@ clock = c.EpochClock(args.device)
 
 @trainer.on(Events.EPOCH_STARTED)
 def _start(engine):
-    if engine.state.epoch == 2:  # ignite counts epochs from 1
-        clock.start()
+    clock.epoch_start(engine.state.epoch - 1)  # ignite counts epochs from 1
 
 
 @trainer.on(Events.COMPLETED)
@@ -40,5 +39,5 @@ def _stop(engine):
 
 trainer.run(loader, max_epochs=1 + args.epochs)
 model.eval()
-c.report("ignite", args, import_s=import_s, timed_s=clock.seconds, samples=len(x) * args.epochs,
+c.report("ignite", args, import_s=import_s, clock=clock, samples=len(x) * args.epochs,
          val_acc=c.accuracy(model, xv.to(args.device), yv.to(args.device)), versions=versions)

@@ -48,8 +48,7 @@ class Clock(keras.callbacks.Callback):
         self.clock = c.EpochClock(args.device)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch == 1:
-            self.clock.start()
+        self.clock.epoch_start(epoch)
 
     def on_train_end(self, logs=None):
         self.clock.stop()
@@ -60,5 +59,5 @@ model.fit(x, yt, batch_size=args.batch_size, epochs=1 + args.epochs, shuffle=Tru
           verbose=0 if fast else "auto")
 logits = model.predict(xv, batch_size=1000, verbose=0)
 acc = 100.0 * float((np.argmax(logits, -1) == yv).mean())
-c.report("keras", args, import_s=import_s, timed_s=clock.clock.seconds, samples=len(x) * args.epochs,
+c.report("keras", args, import_s=import_s, clock=clock.clock, samples=len(x) * args.epochs,
          val_acc=acc, versions=versions)

@@ -51,8 +51,7 @@ class Clock(L.Callback):
         self.clock = c.EpochClock(args.device)
 
     def on_train_epoch_start(self, trainer, module):
-        if trainer.current_epoch == 1:
-            self.clock.start()
+        self.clock.epoch_start(trainer.current_epoch)
 
     def on_train_end(self, trainer, module):
         self.clock.stop()
@@ -69,5 +68,5 @@ with tempfile.TemporaryDirectory(prefix="lightning-bench-") as root:
     trainer.fit(model, loader)
 model.eval()
 model.to(args.device)
-c.report("lightning", args, import_s=import_s, timed_s=clock.clock.seconds, samples=len(x) * args.epochs,
+c.report("lightning", args, import_s=import_s, clock=clock.clock, samples=len(x) * args.epochs,
          val_acc=c.accuracy(model, xv.to(args.device), yv.to(args.device)), versions=versions)

@@ -37,11 +37,10 @@ def epoch() -> float:
 
 
 clock = c.EpochClock(args.device)
-epoch()  # warm-up
-clock.start()
-for _ in range(args.epochs):
+for index in range(1 + args.epochs):  # epoch 0: the warm-up
+    clock.epoch_start(index)
     train_loss = epoch()
 clock.stop()
 model.eval()
-c.report("seed_loop", args, import_s=import_s, timed_s=clock.seconds, samples=len(x) * args.epochs,
+c.report("seed_loop", args, import_s=import_s, clock=clock, samples=len(x) * args.epochs,
          val_acc=c.accuracy(model, xv.to(device), yv.to(device)), train_loss=train_loss, versions=versions)

@@ -30,6 +30,6 @@ with tempfile.TemporaryDirectory(prefix="tw-bench-") as run_dir:
                          run_dir=run_dir)
     trainer.fit(train, epochs=1 + args.epochs)
     _, acc = trainer.evaluate(val)
-c.report("trainwell_dataloader", args, import_s=import_s, timed_s=clock.clock.seconds,
+c.report("trainwell_dataloader", args, import_s=import_s, clock=clock.clock,
          samples=len(x) * args.epochs, val_acc=100.0 * acc, train_loss=trainer.history["train_loss"][-1],
          versions=versions)

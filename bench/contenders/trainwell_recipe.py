@@ -36,6 +36,6 @@ with tempfile.TemporaryDirectory(prefix="tw-bench-") as run_dir:
                          log_every_steps=config.log_every, keep_checkpoints=config.keep_checkpoints, verbose=False)
     trainer.fit(parts.train, None, epochs=config.epochs)
     result = trainer.test(parts.test)
-c.report("trainwell_recipe", args, import_s=import_s, timed_s=clock.clock.seconds,
+c.report("trainwell_recipe", args, import_s=import_s, clock=clock.clock,
          samples=parts.train.num_samples * args.epochs, val_acc=100.0 * result["test_acc"],
          train_loss=trainer.history["train_loss"][-1], versions=versions)
