@@ -1,0 +1,73 @@
+"""The benchmark's report: the acceptance ratios of issue 5 are computed from its JSON lines,
+so the arithmetic that turns runs into ratios is pinned here (the runs themselves are too
+slow for the suite)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _load("bench_run", BENCH / "run.py")
+common = _load("bench_common", BENCH / "contenders" / "_common.py")
+
+
+def _run(label: str, rep: int, epoch_s: list[float], samples_per_epoch: int = 54_000, rss: float = 600.0) -> dict:
+    timed = sum(epoch_s)
+    return {"label": label, "rep": rep, "batch_size_asked": 64, "samples_per_s": samples_per_epoch * len(epoch_s) / timed,
+            "timed_s": timed, "epoch_s": epoch_s, "process_wall_s": 10.0, "import_s": 2.0, "peak_rss_mib": rss,
+            "val_acc": 97.0}
+
+
+def test_fastest_epoch_is_the_quickest_timed_epoch_of_a_process() -> None:
+    assert run.fastest_epoch(_run("x", 0, [2.0, 1.0, 4.0])) == pytest.approx(54_000 / 1.0)
+    legacy = _run("x", 0, [3.0])
+    del legacy["epoch_s"]  # results written before epochs were timed one by one
+    assert run.fastest_epoch(legacy) == pytest.approx(54_000 / 3.0)
+
+
+def test_ratios_pair_runs_of_the_same_repetition() -> None:
+    results = [
+        _run("trainwell_recipe", 0, [1.0, 1.0], rss=610), _run("hand_tuned", 0, [1.0, 2.0]),  # a slow epoch
+        _run("trainwell_recipe", 1, [2.0, 2.0], rss=610), _run("hand_tuned", 1, [1.0, 1.0]),
+        _run("trainwell_recipe", 2, [1.0, 1.0], rss=610), _run("hand_tuned", 2, [1.0, 1.0]),
+    ]
+    table = run.summarise(results, ["trainwell_recipe", "hand_tuned"], [64])
+    rows = {(r["text"], r["kind"]): r for r in run.ratio_rows(table, results)}
+    speed = rows[("trainwell_recipe / hand_tuned", "speed")]
+    # medians 54k vs 54k samples/s; per repetition 1.5, 0.5 and 1.0
+    assert speed["value"] == pytest.approx(1.0)
+    assert (speed["lo"], speed["hi"]) == (pytest.approx(0.5), pytest.approx(1.5))
+    # fastest epochs: 54k / 54k, 27k / 54k, 54k / 54k
+    assert speed["fastest_value"] == pytest.approx(1.0)
+    assert (speed["fastest_lo"], speed["fastest_hi"]) == (pytest.approx(0.5), pytest.approx(1.0))
+    assert speed["ok"] and speed["fastest_ok"]
+    rss = rows[("peak RSS trainwell_recipe / hand_tuned", "rss")]
+    assert rss["value"] == pytest.approx(610 / 600) and rss["ok"]
+    assert "fastest_value" not in rss
+
+
+def test_epoch_clock_times_each_epoch_after_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter([10.0, 12.0, 15.0])
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(ticks))
+    clock = common.EpochClock("cpu")
+    for index in range(3):  # epoch 0 is the warm-up: not timed
+        clock.epoch_start(index)
+    clock.stop()
+    assert clock.epoch_seconds == [2.0, 3.0]
+    assert clock.seconds == 5.0
+    with pytest.raises(RuntimeError, match="not started and stopped"):
+        _ = common.EpochClock("cpu").seconds
