@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from trainwell import checkpoint
+
 JOB = Path(__file__).with_name("resume_job.py")
 VARIANTS = ("inmemory", "dataloader", "workers", "dropout", "steplr", "warmup_cosine", "accumulate", "bf16")
 
@@ -55,8 +57,11 @@ def kill_at_random(run_dir: Path, variant: str, rng: random.Random, step_sleep: 
 
 
 def truncate_newest(run_dir: Path) -> Path:
-    """Cut the newest checkpoint file in half, as a crash in the middle of a copy would."""
-    newest = sorted((run_dir / "checkpoints").glob("*.ckpt"))[-1]
+    """Cut the newest complete checkpoint file (one with its manifest) in half, as a crash in the
+    middle of a copy would. (A kill can land between a file's rename and its manifest's: that
+    newer file is then skipped as unfinished, a different path.)"""
+    complete = [p for p in (run_dir / "checkpoints").glob("*.ckpt") if checkpoint.manifest_path(p).exists()]
+    newest = sorted(complete)[-1]
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2])
     return newest
