@@ -272,8 +272,10 @@ def ratio_rows(table: dict, results: list[dict]) -> list[dict]:
             rows.append({"text": text, "bs": bs, "target": target, "kind": kind, "value": None})
             continue
         row = {"text": text, "bs": bs, "target": target, "kind": kind}
-        fields = {"median": "samples_per_s", "fastest": "fastest_epoch_per_s"} if kind == "speed" else {"rss": "peak_rss_mib"}
-        for key, field in fields.items():
+        # output prefix -> (summary key, per-run field): the plain ratio, and for speed the fastest-epoch one
+        measures = ({"": ("median", "samples_per_s"), "fastest_": ("fastest", "fastest_epoch_per_s")}
+                    if kind == "speed" else {"": ("rss", "peak_rss_mib")})
+        for prefix, (key, field) in measures.items():
             per_rep = []
             for rep in sorted({r["rep"] for r in results}):
                 ra = [r for r in a["runs"] if r["rep"] == rep]
@@ -281,7 +283,6 @@ def ratio_rows(table: dict, results: list[dict]) -> list[dict]:
                 if ra and rb:
                     per_rep.append(ra[0][field] / rb[0][field])
             value = a[key] / b[key]
-            prefix = "fastest_" if key == "fastest" else ""
             row.update({f"{prefix}value": value, f"{prefix}lo": min(per_rep) if per_rep else None,
                         f"{prefix}hi": max(per_rep) if per_rep else None,
                         f"{prefix}ok": value >= target if kind == "speed" else value <= target})
