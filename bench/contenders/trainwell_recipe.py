@@ -20,11 +20,13 @@ import torch
 import trainwell as tw
 from trainwell.config import TrainConfig
 from trainwell.recipes import get_recipe
+from trainwell.runtime import seed_everything
 
 c.ensure_cache()
 config = TrainConfig(recipe="mnist", epochs=1 + args.epochs, lr=c.LR, batch_size=args.batch_size,
                      device=args.device, seed=args.seed)
 device = torch.device(args.device)
+seed_everything(config.seed)  # as `trainwell train` does before build(): the same initial weights every run
 parts = get_recipe("mnist").build(config, device)
 
 
