@@ -262,7 +262,7 @@ def summarise(results: list[dict], order: list[str], batch_sizes: list[int]) -> 
     return table
 
 
-def ratio_rows(table: dict, results: list[dict]) -> list[dict]:
+def ratio_rows(table: dict) -> list[dict]:
     rows = []
     for text, num, den, bs, target, kind in RATIOS:
         if bs not in table or num not in table[bs] or den not in table[bs]:
@@ -272,16 +272,14 @@ def ratio_rows(table: dict, results: list[dict]) -> list[dict]:
             rows.append({"text": text, "bs": bs, "target": target, "kind": kind, "value": None})
             continue
         row = {"text": text, "bs": bs, "target": target, "kind": kind}
+        # the two contenders' runs of each repetition (the first, if one ran twice), paired once for every measure
+        runs_a, runs_b = ({r["rep"]: r for r in reversed(side["runs"])} for side in (a, b))
+        pairs = [(run_a, runs_b[rep]) for rep, run_a in runs_a.items() if rep in runs_b]
         # output prefix -> (summary key, per-run field): the plain ratio, and for speed the fastest-epoch one
         measures = ({"": ("median", "samples_per_s"), "fastest_": ("fastest", "fastest_epoch_per_s")}
                     if kind == "speed" else {"": ("rss", "peak_rss_mib")})
         for prefix, (key, field) in measures.items():
-            per_rep = []
-            for rep in sorted({r["rep"] for r in results}):
-                ra = [r for r in a["runs"] if r["rep"] == rep]
-                rb = [r for r in b["runs"] if r["rep"] == rep]
-                if ra and rb:
-                    per_rep.append(ra[0][field] / rb[0][field])
+            per_rep = [ra[field] / rb[field] for ra, rb in pairs]
             value = a[key] / b[key]
             row.update({f"{prefix}value": value, f"{prefix}lo": min(per_rep) if per_rep else None,
                         f"{prefix}hi": max(per_rep) if per_rep else None,
@@ -399,7 +397,7 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     loads.append(os.getloadavg()[0])
     table = summarise(results, order, args.batch_sizes)
-    ratios = ratio_rows(table, results)
+    ratios = ratio_rows(table)
     text = markdown(args, environment(results, args), table, ratios, start, order, command, loads, elapsed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def test_ratios_pair_runs_of_the_same_repetition() -> None:
         _run("trainwell_recipe", 2, [1.0, 1.0], rss=610), _run("hand_tuned", 2, [1.0, 1.0]),
     ]
     table = run.summarise(results, ["trainwell_recipe", "hand_tuned"], [64])
-    rows = {(r["text"], r["kind"]): r for r in run.ratio_rows(table, results)}
+    rows = {(r["text"], r["kind"]): r for r in run.ratio_rows(table)}
     speed = rows[("trainwell_recipe / hand_tuned", "speed")]
     # medians 54k vs 54k samples/s; per repetition 1.5, 0.5 and 1.0
     assert speed["value"] == pytest.approx(1.0)
