@@ -1,7 +1,9 @@
 """The "limit" reference: the fastest hand-written loop we know for this workload.
 
 In-memory tensors gathered by a per-epoch randperm into a reused buffer (no DataLoader,
-no per-sample collation), ``Adam(fused=True)``, ``zero_grad(set_to_none=True)``, the
+no per-sample collation), ``Adam(fused=True)`` with its kernel called directly after the
+first step (the same update as ``opt.step()`` without ~150 µs of Python per step, the
+trick trainwell's trainer uses too), gradients dropped by ``p.grad = None``, the
 functional loss, and no per-step host sync: the epoch loss is summed on the device and
 read once per epoch.
 """
@@ -22,6 +24,25 @@ n, bs = len(x), args.batch_size
 gen = torch.Generator(device="cpu").manual_seed(args.seed)
 xbuf = torch.empty((bs, x.shape[1]), dtype=x.dtype, device=x.device)
 ybuf = torch.empty((bs,), dtype=y.dtype, device=y.device)
+params = list(model.parameters())
+kernel_args = None  # (params, grads, exp_avgs, exp_avg_sqs, [], steps) once the first step made the state
+
+
+def step() -> None:
+    """``opt.step()`` then ``zero_grad(set_to_none=True)``: torch's fused Adam kernel, called directly."""
+    global kernel_args
+    if kernel_args is None:
+        opt.step()
+        states = [opt.state[p] for p in params]
+        kernel_args = [params, None, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+                       [s["step"] for s in states]]
+    else:
+        kernel_args[1] = [p.grad for p in params]
+        torch._foreach_add_(kernel_args[5], 1)
+        torch._fused_adam_(*kernel_args, amsgrad=False, lr=c.LR, beta1=0.9, beta2=0.999, weight_decay=0.0,
+                           eps=1e-8, maximize=False, grad_scale=None, found_inf=None)
+    for p in params:
+        p.grad = None
 
 
 def epoch() -> torch.Tensor:
@@ -37,8 +58,8 @@ def epoch() -> torch.Tensor:
             xb, yb = x[idx], y[idx]
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            step()
         loss_sum += loss.detach() * len(idx)
     return loss_sum / n
 

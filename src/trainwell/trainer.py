@@ -24,6 +24,7 @@ from trainwell.data import InMemoryLoader, epoch_batches, num_batches, windows
 from trainwell.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainwellError
 from trainwell.events import Dispatcher, Event, SkipStep, StopTraining
 from trainwell.metrics import EpochMeter, accuracy_inputs, classification_kind
+from trainwell.optim import OptimizerStep
 from trainwell.runtime import (autocast, check_precision, peak_memory, place_on_device, resolve_device, rng_state,
                                seed_everything, set_rng_state, stop_on_signals, to_device)
 from trainwell.schedules import ScheduleDriver, build_schedule, default_interval, parse_schedule_spec
@@ -77,6 +78,7 @@ class Trainer:
         self.model = model.to(self.device)
         self._params = list(self.model.parameters())
         self.optimizer = optimizer
+        self._optimizer_step = OptimizerStep(optimizer)
         self.loss_fn = loss_fn
         self.grad_clip_norm = grad_clip_norm
         self.grad_norm_every = grad_norm_every
@@ -246,7 +248,7 @@ class Trainer:
         try:
             self.events(Event.BEFORE_STEP, self, loss=window_loss, grad_norm=grad_norm)
         except SkipStep:
-            self.optimizer.zero_grad(set_to_none=True)
+            self._optimizer_step.zero_grad()
             if self.scaler is not None:
                 self.scaler.update()  # the scaler expects an update after each unscale_
             return
@@ -254,8 +256,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+            self._optimizer_step.step()
+        self._optimizer_step.zero_grad()
         self.step += 1
         for loss, n, predicted, targets in seen:
             self._meter.add_batch(loss, n, predicted, targets)
