@@ -18,7 +18,7 @@ def model_and_batches(seed: int = 0) -> tuple[nn.Module, list[tuple[torch.Tensor
     return model, batches
 
 
-def make_optimizer(kind: str, model: nn.Module) -> torch.optim.Optimizer:
+def two_group_optimizer(kind: str, model: nn.Module) -> torch.optim.Optimizer:
     """Two groups with their own lr; AdamW with weight decay, Adam with coupled decay in one group."""
     first, second = list(model[0].parameters()), list(model[2].parameters())
     if kind == "adamw":
@@ -55,10 +55,10 @@ def assert_same_state(a: torch.optim.Optimizer, b: torch.optim.Optimizer, model_
 def test_fast_step_matches_torch_bitwise_and_skips_optimizer_step(kind):
     model_a, batches = model_and_batches()
     model_b, _ = model_and_batches()
-    reference = make_optimizer(kind, model_a)
+    reference = two_group_optimizer(kind, model_a)
     train(model_a, reference, batches, reference.step, lambda: reference.zero_grad(set_to_none=True))
 
-    fast = make_optimizer(kind, model_b)
+    fast = two_group_optimizer(kind, model_b)
     stepper = OptimizerStep(fast)
     with mock.patch.object(fast, "step", wraps=fast.step) as torch_step:
         train(model_b, fast, batches, stepper.step, stepper.zero_grad)
@@ -69,14 +69,14 @@ def test_fast_step_matches_torch_bitwise_and_skips_optimizer_step(kind):
 
 def test_fast_step_continues_bitwise_from_a_loaded_state_dict():
     model_a, batches = model_and_batches()
-    reference = make_optimizer("adam", model_a)
+    reference = two_group_optimizer("adam", model_a)
     for _ in range(2):
         train(model_a, reference, batches, reference.step, lambda: reference.zero_grad(set_to_none=True))
 
     model_b, _ = model_and_batches()
-    first = make_optimizer("adam", model_b)
+    first = two_group_optimizer("adam", model_b)
     train(model_b, first, batches, first.step, lambda: first.zero_grad(set_to_none=True))
-    resumed = make_optimizer("adam", model_b)
+    resumed = two_group_optimizer("adam", model_b)
     resumed.load_state_dict(first.state_dict())
     stepper = OptimizerStep(resumed)
     train(model_b, resumed, batches, stepper.step, stepper.zero_grad)
