@@ -124,7 +124,7 @@ def test_zero_grad_defers_to_an_optimizer_that_overrides_it():
 
 
 def test_trainer_with_fused_adam_matches_a_hand_loop_bitwise():
-    """The trainer's fast step inside fit: the same weights as torch's own loop on the same batches."""
+    """The trainer's fast step inside train_epoch: the same weights as torch's own loop on the same batches."""
     model_a, batches = model_and_batches()
     model_b, _ = model_and_batches()
     reference = torch.optim.Adam(model_a.parameters(), lr=1e-2, fused=True)

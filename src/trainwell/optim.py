@@ -48,10 +48,10 @@ class OptimizerStep:
     For a plain fused ``torch.optim.Adam`` or ``AdamW`` (no step hooks, no AMP grad scaling,
     float hyper-parameters, one device and dtype per parameter group), ``step()`` calls the
     kernel that torch's own ``step()`` ends in, with the same arguments, so the update is
-    bitwise the same. It skips ~150 µs of per-step Python bookkeeping: about 7% of the trainer's
-    step on the seed MLP at batch 64 on CPU. The first step goes through ``optimizer.step()`` (it creates the
-    state and marks the optimizer as stepped for torch's schedulers), and so does every step the
-    fast path does not cover. ``zero_grad`` drops the gradients directly when the optimizer
+    bitwise the same. It skips ~150 µs of per-step Python bookkeeping: about 7% of the
+    trainer's step on the seed MLP at batch 64 on CPU. The first step goes through
+    ``optimizer.step()`` (it creates the state and marks the optimizer as stepped for torch's
+    schedulers), and so does every step the fast path does not cover. ``zero_grad`` drops the gradients directly when the optimizer
     class keeps torch's ``zero_grad``, which does exactly that behind a profiler label.
     """
 
