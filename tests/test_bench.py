@@ -1,6 +1,6 @@
-"""The benchmark's report: the acceptance ratios of issue 5 are computed from its JSON lines,
-so the arithmetic that turns runs into ratios is pinned here (the runs themselves are too
-slow for the suite)."""
+"""The benchmark's report (``bench/report.py``): the acceptance ratios of issue 5 are computed
+from its JSON lines, so the arithmetic that turns runs into ratios is pinned here (the runs
+themselves are too slow for the suite); and ``bench/run.py``'s choice of contenders."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def _load(name: str, path: Path):
 
 
 run = _load("bench_run", BENCH / "run.py")
+report = _load("bench_report", BENCH / "report.py")
 common = _load("bench_common", BENCH / "contenders" / "_common.py")
 
 
@@ -33,10 +34,10 @@ def _run(label: str, rep: int, epoch_s: list[float], samples_per_epoch: int = 54
 
 
 def test_fastest_epoch_is_the_quickest_timed_epoch_of_a_process() -> None:
-    assert run.fastest_epoch(_run("x", 0, [2.0, 1.0, 4.0])) == pytest.approx(54_000 / 1.0)
+    assert report.fastest_epoch(_run("x", 0, [2.0, 1.0, 4.0])) == pytest.approx(54_000 / 1.0)
     legacy = _run("x", 0, [3.0])
     del legacy["epoch_s"]  # results written before epochs were timed one by one
-    assert run.fastest_epoch(legacy) == pytest.approx(54_000 / 3.0)
+    assert report.fastest_epoch(legacy) == pytest.approx(54_000 / 3.0)
 
 
 def test_ratios_pair_runs_of_the_same_repetition() -> None:
@@ -45,8 +46,8 @@ def test_ratios_pair_runs_of_the_same_repetition() -> None:
         _run("trainwell_recipe", 1, [2.0, 2.0], rss=610), _run("hand_tuned", 1, [1.0, 1.0]),
         _run("trainwell_recipe", 2, [1.0, 1.0], rss=610), _run("hand_tuned", 2, [1.0, 1.0]),
     ]
-    table = run.summarise(results, ["trainwell_recipe", "hand_tuned"], [64])
-    rows = {(r["text"], r["kind"]): r for r in run.ratio_rows(table)}
+    table = report.summarise(results, ["trainwell_recipe", "hand_tuned"], [64])
+    rows = {(r["text"], r["kind"]): r for r in report.ratio_rows(table)}
     speed = rows[("trainwell_recipe / hand_tuned", "speed")]
     # medians 54k vs 54k samples/s; per repetition 1.5, 0.5 and 1.0
     assert speed["value"] == pytest.approx(1.0)
@@ -58,6 +59,38 @@ def test_ratios_pair_runs_of_the_same_repetition() -> None:
     rss = rows[("peak RSS trainwell_recipe / hand_tuned", "rss")]
     assert rss["value"] == pytest.approx(610 / 600) and rss["ok"]
     assert "fastest_value" not in rss
+
+
+def test_bootstrap_interval_of_the_ratio_of_medians() -> None:
+    steady = [(0.9 * b, b) for b in (40_000.0, 31_000.0, 52_000.0, 35_000.0, 44_000.0)]
+    assert report.bootstrap_interval(steady) == (pytest.approx(0.9), pytest.approx(0.9))
+    assert report.bootstrap_interval(steady[:2]) is None  # too few repetitions to resample
+    noisy = [(a, 40_000.0) for a in (28_000.0, 52_000.0, 36_000.0, 47_000.0, 31_000.0, 41_000.0, 38_000.0)]
+    lo, hi = report.bootstrap_interval(noisy)
+    assert 28_000 / 40_000 <= lo < 38_000 / 40_000 < hi <= 52_000 / 40_000  # around the median ratio, within the data
+    assert report.bootstrap_interval(noisy) == (lo, hi)  # seeded: a report can be recomputed
+
+
+def test_report_table_shows_the_interval_and_verdict() -> None:
+    results = [r for rep in range(4) for r in (_run("trainwell_recipe", rep, [1.0 + rep / 10, 1.0]),
+                                                 _run("hand_tuned", rep, [1.0, 1.0]))]
+    table = report.summarise(results, ["trainwell_recipe", "hand_tuned"], [64])
+    args = type("Args", (), {"reps": 4, "epochs": 2})()
+    text = report.markdown(args, {}, table, report.ratio_rows(table), {}, ["trainwell_recipe", "hand_tuned"], "cmd",
+                        [0.5, 0.6], 60.0)
+    row = next(line for line in text.splitlines() if line.startswith("| trainwell_recipe / hand_tuned | 64"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # median ratio, 90% interval, per-rep range, target, met (then the same for the fastest epochs)
+    assert cells[2] == "**0.93**" and cells[3].count("–") == 1 and cells[4] == "0.87–1.00"
+    assert cells[5:7] == ["≥ 0.97", "**no**"] and cells[7] == "**1.00**" and cells[10] == "yes"
+
+
+def test_only_picks_contenders_by_name_or_variant_and_rejects_unknown_ones() -> None:
+    assert run.selected("hand_tuned,lightning:fast") == [("hand_tuned", "default"), ("lightning", "fast")]
+    assert ("lightning", "default") in run.selected("lightning")
+    with pytest.raises(SystemExit) as exit_info:
+        run.selected("hand_tuned,lightnin")
+    assert "unknown contender(s) ['lightnin']" in str(exit_info.value.code)
 
 
 def test_epoch_clock_times_each_epoch_after_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,7 +136,10 @@ class EpochClock:
 
 class TrainerClock:
     """A trainwell callback: marks each epoch's start (timing from epoch 2, after the warm-up) and
-    stops at the end of fit (after the last epoch's checkpoint and the final weights)."""
+    stops in ``on_fit_end``. That is after the last epoch's checkpoint has been captured and handed to
+    the writer thread, and before the run directory's own ``on_fit_end`` (the final weights; it is the
+    last callback) and the trainer's wait for the checkpoint's fsync: the point where the other
+    trainers' clocks stop too (their ``on_train_end``)."""
 
     def __init__(self, device: str):
         self.clock = EpochClock(device)
