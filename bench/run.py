@@ -19,10 +19,11 @@ the repetition) each time: a rotation would keep every contender behind the same
 the 7-repetition run of 3066e83 put the recipe behind Keras in every repetition. The report
 gives the median samples/s with min/max, the medians of whole-process wall time, import
 time and peak RSS, the final accuracy, the ratios issue 5's acceptance asks for (ratio of
-the medians, and the range of the per-repetition ratios, which pair runs made minutes
-apart), the same ratios for each process's fastest timed epoch (other jobs on a shared
-machine only ever slow an epoch down) and the startup times of ``trainwell --help``, ``import trainwell`` and
-``import torch``. It is written to ``--out`` (markdown) and printed.
+the medians with a 90% bootstrap interval over the repetitions, and the range of the
+per-repetition ratios, which pair runs made minutes apart), the same ratios for each
+process's fastest timed epoch (other jobs on a shared machine only ever slow an epoch down)
+and the startup times of ``trainwell --help``, ``import trainwell`` and ``import torch``
+(``bench/report.py`` writes the tables). It is written to ``--out`` (markdown) and printed.
 
 ``--only`` takes names (``lightning``) or name:variant (``lightning:fast``).
 ``--threads N`` sets ``OMP_NUM_THREADS`` for every contender (default: torch's own choice);
