@@ -113,11 +113,12 @@ def ratio_rows(table: dict) -> list[dict]:
         measures = ({"": ("median", "samples_per_s"), "fastest_": ("fastest", "fastest_epoch_per_s")}
                     if kind == "speed" else {"": ("rss", "peak_rss_mib")})
         for prefix, (key, field) in measures.items():
-            per_rep = [ra[field] / rb[field] for ra, rb in pairs]
+            paired = [(ra[field], rb[field]) for ra, rb in pairs]
+            per_rep = [x / y for x, y in paired]
             value = a[key] / b[key]
             row.update({f"{prefix}value": value, f"{prefix}lo": min(per_rep) if per_rep else None,
                         f"{prefix}hi": max(per_rep) if per_rep else None,
-                        f"{prefix}interval": bootstrap_interval([(ra[field], rb[field]) for ra, rb in pairs]),
+                        f"{prefix}interval": bootstrap_interval(paired),
                         f"{prefix}ok": value >= target if kind == "speed" else value <= target})
         rows.append(row)
     return rows

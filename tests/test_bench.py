@@ -77,8 +77,8 @@ def test_report_table_shows_the_interval_and_verdict() -> None:
                                                  _run("hand_tuned", rep, [1.0, 1.0]))]
     table = report.summarise(results, ["trainwell_recipe", "hand_tuned"], [64])
     args = type("Args", (), {"reps": 4, "epochs": 2})()
-    text = report.markdown(args, {}, table, report.ratio_rows(table), {}, ["trainwell_recipe", "hand_tuned"], "cmd",
-                        [0.5, 0.6], 60.0)
+    text = report.markdown(args, {}, table, report.ratio_rows(table), {}, ["trainwell_recipe", "hand_tuned"],
+                           "cmd", [0.5, 0.6], 60.0)
     row = next(line for line in text.splitlines() if line.startswith("| trainwell_recipe / hand_tuned | 64"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # median ratio, 90% interval, per-rep range, target, met (then the same for the fastest epochs)

@@ -1,7 +1,8 @@
 """trainwell's ``mnist`` recipe path, as ``trainwell train mnist`` runs it: the config, the
 recipe's ``build()`` (its in-memory loader and fused Adam), ``tw.Trainer`` with a run
 directory (metrics.jsonl logging, epoch checkpoints, final weights at the defaults; the final
-weights are written after the clock stops), then ``fit``. Validation runs once at the end on the official 10k test set, like every contender.
+weights are written after the clock stops), then ``fit``. Validation runs once at the end on
+the official 10k test set, like every contender.
 
 The recipe trains on its own 54,000-image split of the 60k training set (seeded), the other
 contenders on the first 54,000: the same amount of work per epoch.

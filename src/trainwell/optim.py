@@ -51,8 +51,9 @@ class OptimizerStep:
     bitwise the same. It skips ~150 µs of per-step Python bookkeeping: about 7% of the
     trainer's step on the seed MLP at batch 64 on CPU. The first step goes through
     ``optimizer.step()`` (it creates the state and marks the optimizer as stepped for torch's
-    schedulers), and so does every step the fast path does not cover. ``zero_grad`` drops the gradients directly when the optimizer
-    class keeps torch's ``zero_grad``, which does exactly that behind a profiler label.
+    schedulers), and so does every step the fast path does not cover. ``zero_grad`` drops the
+    gradients directly when the optimizer class keeps torch's ``zero_grad``, which does exactly
+    that behind a profiler label.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer):
