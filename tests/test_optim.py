@@ -83,6 +83,31 @@ def test_fast_step_continues_bitwise_from_a_loaded_state_dict():
     assert_same_state(reference, resumed, model_a, model_b)
 
 
+def test_fast_step_follows_a_state_loaded_mid_run():
+    """The stepper looks the state tensors up once; a rollback (load_state_dict on the same optimizer,
+    as the health guard does) gives it new ones, and it must step those, not the old."""
+    import copy
+
+    def run(use_stepper: bool) -> tuple[nn.Module, torch.optim.Optimizer]:
+        model, batches = model_and_batches()
+        optimizer = two_group_optimizer("adam", model)
+        stepper = OptimizerStep(optimizer)
+        step = stepper.step if use_stepper else optimizer.step
+        zero_grad = stepper.zero_grad if use_stepper else (lambda: optimizer.zero_grad(set_to_none=True))
+        train(model, optimizer, batches[:4], step, zero_grad)
+        saved = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
+        train(model, optimizer, batches[4:], step, zero_grad)
+        model.load_state_dict(saved[0])
+        optimizer.load_state_dict(saved[1])
+        train(model, optimizer, batches[4:], step, zero_grad)
+        return model, optimizer
+
+    model_a, reference = run(use_stepper=False)
+    model_b, fast = run(use_stepper=True)
+    assert_same_state(reference, fast, model_a, model_b)
+    assert float(fast.state[model_b[0].weight]["step"]) == 12
+
+
 @pytest.mark.parametrize("setup", ["step_hook", "global_hook", "not_fused", "amsgrad", "tensor_lr", "subclass"])
 def test_torch_steps_whenever_the_fast_path_does_not_apply(setup):
     model, batches = model_and_batches()

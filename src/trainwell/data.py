@@ -99,7 +99,7 @@ class InMemoryLoader:
                 yield tuple(t[lo : lo + size] for t in self.tensors)
                 continue
             picked = order[lo : lo + size]
-            if ring and len(picked) == size:
+            if ring and picked.shape[0] == size:
                 inputs = torch.index_select(first, 0, picked, out=ring[index % len(ring)])
             else:
                 inputs = torch.index_select(first, 0, picked)

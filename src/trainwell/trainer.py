@@ -329,12 +329,12 @@ class Trainer:
         """(inputs, targets, number of samples) on the training device, from a tuple or a dict batch."""
         if isinstance(batch, (tuple, list)) and len(batch) >= 2:
             inputs, targets = to_device(batch[0], self.device), to_device(batch[1], self.device)
-            return inputs, targets, len(targets)
+            return inputs, targets, targets.shape[0] if isinstance(targets, torch.Tensor) else len(targets)
         if isinstance(batch, Mapping):
             inputs = to_device(dict(batch), self.device)
             targets = inputs.get("labels")
             first = targets if targets is not None else next(v for v in inputs.values() if isinstance(v, torch.Tensor))
-            return inputs, targets, len(first)
+            return inputs, targets, first.shape[0]
         raise DataError(f"a batch must be (inputs, targets) or a dict, got {type(batch).__name__}")
 
     def _forward(self, inputs: Any, targets: Any, check: bool = False,
