@@ -4,6 +4,7 @@ trainer's optimizer step with its fast path for fused Adam/AdamW."""
 from __future__ import annotations
 
 import operator
+from itertools import repeat
 from typing import Iterable
 
 import torch
@@ -74,10 +75,15 @@ class OptimizerStep:
         if calls is None:
             self.optimizer.step()
             return
-        with torch.no_grad():
+        # Grad mode off as torch.no_grad() does, without its ~3 µs of Python per step.
+        enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
             for kernel, params, grads, exp_avgs, exp_avg_sqs, steps, options in calls:
                 torch._foreach_add_(steps, 1)  # the step counts first, as torch's fused path does
                 kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, **options)  # []: no amsgrad state
+        finally:
+            torch._C._set_grad_enabled(enabled)
 
     def zero_grad(self) -> None:
         if not self._plain_zero_grad:
@@ -99,7 +105,7 @@ class OptimizerStep:
             (beta1, beta2), lr, eps, weight_decay = group["betas"], group["lr"], group["eps"], group["weight_decay"]
             if (not group["fused"] or group["amsgrad"] or group["maximize"] or group["capturable"]
                     or group["differentiable"]
-                    or not all(isinstance(v, (float, int)) for v in (beta1, beta2, lr, eps, weight_decay))):
+                    or not all(map(isinstance, (beta1, beta2, lr, eps, weight_decay), repeat((float, int))))):
                 return None
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
