@@ -205,6 +205,14 @@ def test_data_loading_bottleneck_above_thirty_percent():
     assert "data_loading" not in codes(epochs([1.0, 0.6, 0.4], data_wait_share=[0.2, 0.25, 0.3]))
 
 
+def test_data_loading_needs_enough_waiting_to_mean_something():
+    """A high share of very short epochs (a preemption on a busy machine) is no bottleneck."""
+    shares = [0.4, 0.45, 0.5]
+    assert "data_loading" not in codes(epochs([1.0, 0.6, 0.4], data_wait_share=shares, epoch_time=[0.01] * 3))
+    f = finding(epochs([1.0, 0.6, 0.4], data_wait_share=shares, epoch_time=[0.5] * 3), "data_loading")
+    assert "45% of each step" in f.evidence
+
+
 def test_interventions_are_summarised():
     records = HEALTHY + [
         {"kind": "intervention", "step": 12, "epoch": 2, "cause": "loss spike (12.3x the recent median)",

@@ -61,6 +61,9 @@ EXPLODING_NORM = 1e3
 # Data loading: above 30% of step time waiting for the next batch the accelerator idles
 # for a third of the run; faster loading buys more than any model change.
 DATA_WAIT_SHARE = 0.3
+# ... unless the run waited less than this in all: in a run of 10 ms epochs one preemption on a
+# busy machine is a third of an epoch, and the share says nothing about the loader.
+MIN_DATA_WAIT_S = 0.25
 
 Severity = Literal["ok", "warning", "problem"]
 
@@ -435,7 +438,9 @@ def _data_loading(run: _Run) -> list[Finding]:
     if not shares:
         return []
     mean = sum(s for _, s in shares) / len(shares)
-    if mean <= DATA_WAIT_SHARE:
+    timed = [r["data_wait_share"] * r["epoch_time"] for r in run.epochs
+             if _finite(r.get("data_wait_share")) and _finite(r.get("epoch_time"))]
+    if mean <= DATA_WAIT_SHARE or (timed and sum(timed) < MIN_DATA_WAIT_S):
         return []
     worst = max(shares, key=lambda s: s[1])
     return [Finding(
