@@ -77,6 +77,13 @@ class Dispatcher:
         if stop is not None:
             raise stop
 
+    def step_event(self, event: Event, trainer: Any, loss: Any, grad_norm: Any) -> None:
+        """``BEFORE_STEP`` or ``STEP_END``, fired on every step: the hooks get their keywords
+        directly (forwarding ``**info`` costs about 1 µs a hook), and whatever a hook raises
+        (``SkipStep``) propagates at once."""
+        for hook in self._hooks[event]:
+            hook(trainer, loss=loss, grad_norm=grad_norm)
+
     def has(self, event: Event) -> bool:
         return bool(self._hooks[event])
 

@@ -246,7 +246,7 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         grad_norm = self._clip_gradients()  # None on steps where it is not measured
         try:
-            self.events(Event.BEFORE_STEP, self, loss=window_loss, grad_norm=grad_norm)
+            self.events.step_event(Event.BEFORE_STEP, self, window_loss, grad_norm)
         except SkipStep:
             self._optimizer_step.zero_grad()
             if self.scaler is not None:
@@ -264,7 +264,7 @@ class Trainer:
         if grad_norm is not None:
             self._meter.add_grad_norm(grad_norm)
         self.lr_schedule.step_end()
-        self.events(Event.STEP_END, self, loss=window_loss, grad_norm=grad_norm)
+        self.events.step_event(Event.STEP_END, self, window_loss, grad_norm)
 
     @torch.no_grad()
     def evaluate(self, dataloader: Iterable) -> tuple[float, float | None]:
