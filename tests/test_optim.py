@@ -108,6 +108,30 @@ def test_fast_step_follows_a_state_loaded_mid_run():
     assert float(fast.state[model_b[0].weight]["step"]) == 12
 
 
+def test_fast_step_follows_settings_changed_mid_run():
+    """The fast path keeps each group's plan while its settings stay the same: a change of betas,
+    eps or weight decay must be stepped with the new values, and one it does not cover (maximize)
+    must go back to torch's step."""
+    def run(use_stepper: bool) -> tuple[nn.Module, torch.optim.Optimizer, int]:
+        model, batches = model_and_batches()
+        optimizer = two_group_optimizer("adam", model)
+        stepper = OptimizerStep(optimizer)
+        step = stepper.step if use_stepper else optimizer.step
+        zero_grad = stepper.zero_grad if use_stepper else (lambda: optimizer.zero_grad(set_to_none=True))
+        train(model, optimizer, batches[:4], step, zero_grad)
+        optimizer.param_groups[0].update(betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
+        train(model, optimizer, batches[4:8], step, zero_grad)
+        optimizer.param_groups[1]["maximize"] = True
+        with mock.patch.object(optimizer, "step", wraps=optimizer.step) as torch_step:
+            train(model, optimizer, batches[8:], step, zero_grad)
+        return model, optimizer, torch_step.call_count
+
+    model_a, reference, _ = run(use_stepper=False)
+    model_b, fast, torch_steps = run(use_stepper=True)
+    assert_same_state(reference, fast, model_a, model_b)
+    assert torch_steps == 4  # every step after maximize was switched on
+
+
 @pytest.mark.parametrize("setup", ["step_hook", "global_hook", "not_fused", "amsgrad", "tensor_lr", "subclass"])
 def test_torch_steps_whenever_the_fast_path_does_not_apply(setup):
     model, batches = model_and_batches()
