@@ -106,3 +106,15 @@ def test_epoch_clock_times_each_epoch_after_the_warm_up(monkeypatch: pytest.Monk
     assert clock.seconds == 5.0
     with pytest.raises(RuntimeError, match="not started and stopped"):
         _ = common.EpochClock("cpu").seconds
+
+
+def test_steps_bench_writes_one_row_per_loop_against_the_hand_tuned_loop(tmp_path: Path) -> None:
+    out = tmp_path / "STEPS.md"
+    done = subprocess.run([sys.executable, str(BENCH / "steps.py"), "--rounds", "2", "--steps", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ") and "ms |" in line]
+    assert [cells[0].strip() for cells in rows] == ["hand", "minimal", "bare", "health", "health+flow", "defaults"]
+    assert rows[0][2].strip() == "**1.000** (1.000-1.000)"
+    assert all(float(cells[1].strip().removesuffix(" ms")) > 0 for cells in rows)
+    assert "--rounds 2 --steps 2 --batch-size 64" in out.read_text()
