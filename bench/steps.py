@@ -6,8 +6,12 @@ Processes on this shared machine drift by more than the trainer's own cost, so t
 loops inside one process, in blocks of ``--steps`` optimizer steps on the mnist recipe's
 data and model (fresh weights per loop, fused Adam), taking turns block by block
 (A B C ... then ... C B A), and reports each loop's median ratio of block times to the
-hand-tuned loop's in the same round. Neighbouring blocks are ~0.2 s apart, so the drift
-cancels in the ratios. The loops:
+hand-tuned loop's in the same round, and the median extra time per step in microseconds.
+Neighbouring blocks are ~0.2 s apart, so the drift cancels in the ratios. The extra time is
+the steadier figure: this machine switches, every few seconds, between a slow and a fast mode
+(2-thread kernels at about one core's speed, or two), which changes the hand-tuned step's time
+by up to 2x but hardly the trainer's added time per step (its Python runs on one thread), so the
+same microseconds are a larger ratio in the fast mode. The loops:
 
 - ``hand``: ``bench/contenders/hand_tuned.py``'s loop (gather into a reused buffer, the
   fused Adam kernel called directly, the epoch loss summed on the device);
@@ -153,15 +157,19 @@ def main() -> None:
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads). One process; the loops take turns, a block of {args.steps} steps "
         f"each (mnist recipe data and model, batch {args.batch_size}, fused Adam), {args.rounds} rounds.", "",
-        "| loop | block (median) | time / hand-tuned loop's in the same round: median (90% interval) | quartiles |",
-        "|---|---:|---:|---:|",
+        "| loop | block (median) | time / hand-tuned loop's in the same round: median (90% interval) | quartiles "
+        "| extra time per step over the hand-tuned loop: median (90% interval) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name in LOOPS:
         ratios = [mine / hand for mine, hand in zip(seconds[name], seconds["hand"])]
         lo, hi = bootstrap_median(ratios)
         q1, _, q3 = statistics.quantiles(ratios, n=4)
+        extra = [1e6 * (mine - hand) / args.steps for mine, hand in zip(seconds[name], seconds["hand"])]
+        extra_lo, extra_hi = bootstrap_median(extra)
         lines.append(f"| {name} | {1000 * statistics.median(seconds[name]):.1f} ms | "
-                     f"**{statistics.median(ratios):.3f}** ({lo:.3f}-{hi:.3f}) | {q1:.3f}-{q3:.3f} |")
+                     f"**{statistics.median(ratios):.3f}** ({lo:.3f}-{hi:.3f}) | {q1:.3f}-{q3:.3f} | "
+                     f"{statistics.median(extra):.0f} µs ({extra_lo:.0f}-{extra_hi:.0f}) |")
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

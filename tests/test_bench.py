@@ -116,5 +116,7 @@ def test_steps_bench_writes_one_row_per_loop_against_the_hand_tuned_loop(tmp_pat
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ") and "ms |" in line]
     assert [cells[0].strip() for cells in rows] == ["hand", "minimal", "bare", "health", "health+flow", "defaults"]
     assert rows[0][2].strip() == "**1.000** (1.000-1.000)"
+    assert rows[0][4].strip() == "0 µs (0-0)"  # the hand-tuned loop's extra time over itself
+    assert all(cells[4].strip().endswith(")") and " µs (" in cells[4] for cells in rows)
     assert all(float(cells[1].strip().removesuffix(" ms")) > 0 for cells in rows)
     assert "--rounds 2 --steps 2 --batch-size 64" in out.read_text()
