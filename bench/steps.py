@@ -47,6 +47,9 @@ from trainwell.recipes import get_recipe
 from trainwell.recipes.mnist import mlp
 from trainwell.runtime import seed_everything
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "contenders"))
+from _common import direct_fused_adam_step  # noqa: E402  (the hand-tuned contender's own step)
+
 LOOPS = ("hand", "minimal", "bare", "health", "health+flow", "defaults")
 LR = 1e-3
 
@@ -55,26 +58,10 @@ def hand_loop(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Callable[[],
     """One pass over (x, y) with the hand-tuned loop: returns the function that runs it."""
     model = mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
-    params = list(model.parameters())
+    step = direct_fused_adam_step(optimizer, LR)
     generator = torch.Generator().manual_seed(0)
     x_buffer = torch.empty((batch_size, x.shape[1]), dtype=x.dtype)
     y_buffer = torch.empty((batch_size,), dtype=y.dtype)
-    state = None  # (exp_avgs, exp_avg_sqs, steps), once the first step has made them
-
-    def step() -> None:
-        nonlocal state
-        if state is None:
-            optimizer.step()
-            kept = [optimizer.state[p] for p in params]
-            state = ([s["exp_avg"] for s in kept], [s["exp_avg_sq"] for s in kept], [s["step"] for s in kept])
-        else:
-            exp_avgs, exp_avg_sqs, steps = state
-            torch._foreach_add_(steps, 1)
-            torch._fused_adam_(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
-                               lr=LR, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False,
-                               grad_scale=None, found_inf=None)
-        for p in params:
-            p.grad = None
 
     def block() -> None:
         model.train()

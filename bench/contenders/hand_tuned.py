@@ -24,25 +24,7 @@ n, bs = len(x), args.batch_size
 gen = torch.Generator(device="cpu").manual_seed(args.seed)
 xbuf = torch.empty((bs, x.shape[1]), dtype=x.dtype, device=x.device)
 ybuf = torch.empty((bs,), dtype=y.dtype, device=y.device)
-params = list(model.parameters())
-adam_state = None  # (exp_avgs, exp_avg_sqs, steps), once the first step has made them
-
-
-def step() -> None:
-    """``opt.step()`` then ``zero_grad(set_to_none=True)``: torch's fused Adam kernel, called directly."""
-    global adam_state
-    if adam_state is None:
-        opt.step()
-        states = [opt.state[p] for p in params]
-        adam_state = ([s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [s["step"] for s in states])
-    else:
-        exp_avgs, exp_avg_sqs, steps = adam_state
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
-                           lr=c.LR, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False,
-                           grad_scale=None, found_inf=None)
-    for p in params:
-        p.grad = None
+step = c.direct_fused_adam_step(opt, c.LR)  # torch's fused Adam kernel, called directly
 
 
 def epoch() -> torch.Tensor:
