@@ -27,6 +27,7 @@ _EXPORTS = {
     "Event": "trainwell.events",
     "SkipStep": "trainwell.events",
     "StopTraining": "trainwell.events",
+    "seed_everything": "trainwell.runtime",
     "TrainwellError": "trainwell.errors",
     "ConfigError": "trainwell.errors",
     "DataError": "trainwell.errors",
