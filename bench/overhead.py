@@ -1,6 +1,6 @@
 """What trainwell's own features cost on the mnist recipe, measured as ratios in one run.
 
-    python bench/overhead.py [--reps 8] [--block-epochs 20] [--out bench/OVERHEAD.md]
+    python bench/overhead.py [--reps 8] [--block-epochs 20] [--out bench/results/OVERHEAD.md]
 
 Three trainers live in one process and take turns, one epoch each (A B C A B C ...),
 so that they share the machine's good and bad moments; each epoch is a ``fit`` that
@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=8, help="timed epochs per configuration (after one warm-up)")
     parser.add_argument("--block-epochs", type=int, default=20,
                         help="epochs of the block-interleaved measurement (checkpoints on in every other 100 steps)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("OVERHEAD.md"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "OVERHEAD.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tw-overhead-") as tmp:
         runs = {name: build(name, Path(tmp) / name) for name in CONFIGS}

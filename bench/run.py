@@ -3,7 +3,7 @@
 One command::
 
     python bench/run.py [--batch-sizes 64 512] [--reps 3] [--epochs 1] [--device cpu|cuda]
-                        [--only NAME,...] [--threads N] [--pause S] [--out bench/RESULTS.md]
+                        [--only NAME,...] [--threads N] [--pause S] [--out bench/results/RESULTS.md]
 
 The workload (issue 5): the 235,146-parameter MLP of seed 000 on full MNIST (the first
 54,000 training images; final accuracy on the official 10k test set), Adam lr 1e-3,
@@ -86,7 +86,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pause", type=float, default=2.0,
                    help="seconds of rest before each contender, so one process's exit (freeing ~800 MiB) "
                         "is not paid by the next")
-    p.add_argument("--out", default=str(BENCH / "RESULTS.md"))
+    p.add_argument("--out", default=str(BENCH / "results" / "RESULTS.md"))
     return p.parse_args()
 
 

@@ -1,6 +1,6 @@
 """Where the trainer's step time goes, against the hand-tuned loop, in one process.
 
-    python bench/steps.py [--rounds 200] [--steps 100] [--batch-size 64] [--out bench/STEPS.md]
+    python bench/steps.py [--rounds 200] [--steps 100] [--batch-size 64] [--out bench/results/STEPS.md]
 
 Processes on this shared machine drift by more than the trainer's own cost, so this compares
 loops inside one process, in blocks of ``--steps`` optimizer steps on the mnist recipe's
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200, help="timed blocks per loop (after one warm-up round)")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per block")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("STEPS.md"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "STEPS.md")
     args = parser.parse_args()
     seed_everything(0)
     train = get_recipe("mnist").build(TrainConfig(), torch.device("cpu")).train
