@@ -312,19 +312,25 @@ def _load_safetensors(path: Path, map_location: Any) -> Any:
 
 
 def latest(directory: str | os.PathLike, pattern: str = "*.ckpt") -> Path | None:
-    """The newest (highest-named) checkpoint in ``directory`` that matches its manifest.
+    """The newest (highest-named) checkpoint in ``directory`` that matches its manifest, or None."""
+    return latest_valid(directory, pattern)[0]
 
-    Names are zero-padded step numbers, so name order is step order. Bad ones are warned about.
+
+def latest_valid(directory: str | os.PathLike, pattern: str = "*.ckpt") -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest valid checkpoint or None, [(newer checkpoint skipped, why)]).
+
+    Names are zero-padded step numbers, so name order is step order.
     """
     directory = Path(directory)
+    skipped: list[tuple[Path, str]] = []
     if not directory.is_dir():
-        return None
+        return None, skipped
     for path in sorted(directory.glob(pattern), reverse=True):
         problem = verify(path)
         if problem is None:
-            return path
-        warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)
-    return None
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
 
 
 def check_model_keys(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:

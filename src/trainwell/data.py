@@ -7,6 +7,7 @@ same order and the batches already trained on are skipped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import chain, islice
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from trainwell.errors import ConfigError, DataError
+from trainwell.runtime import to_device
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -161,6 +163,19 @@ def windows(batches: Iterator, size: int) -> Iterator[list]:
             window = []
     if window:
         yield window
+
+
+def unpack(batch: Any, device: torch.device) -> tuple[Any, Any, int]:
+    """(inputs, targets, number of samples) on ``device``, from an ``(inputs, targets)`` or a dict batch."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        inputs, targets = to_device(batch[0], device), to_device(batch[1], device)
+        return inputs, targets, targets.shape[0] if isinstance(targets, torch.Tensor) else len(targets)
+    if isinstance(batch, Mapping):
+        inputs = to_device(dict(batch), device)
+        targets = inputs.get("labels")
+        first = targets if targets is not None else next(v for v in inputs.values() if isinstance(v, torch.Tensor))
+        return inputs, targets, first.shape[0]
+    raise DataError(f"a batch must be (inputs, targets) or a dict, got {type(batch).__name__}")
 
 
 def num_batches(loader: Iterable) -> int | None:

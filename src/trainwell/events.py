@@ -44,6 +44,35 @@ class Event(str, Enum):
     FIT_END = "fit_end"
 
 
+def default_callbacks(callbacks: Iterable[Any], health: Any, grad_flow_every: int | None, verbose: bool,
+                      run_directory: Any) -> list[Any]:
+    """The user's callbacks with the built-in ones around them, in the order the loop needs.
+
+    The guard sees a step first (it may veto it); the run directory goes last, so every
+    other callback's state is current when it writes a checkpoint.
+    """
+    callbacks = list(callbacks)
+    if health:
+        from trainwell.health import HealthGuard
+
+        callbacks.insert(0, health if isinstance(health, HealthGuard) else HealthGuard())
+    if grad_flow_every:
+        from trainwell.gradflow import GradientFlow
+
+        callbacks.append(GradientFlow(every=grad_flow_every))
+    from trainwell.baseline import ConstantBaseline
+
+    if not any(isinstance(cb, ConstantBaseline) for cb in callbacks):
+        callbacks.append(ConstantBaseline())  # the regression baseline the verdict compares against
+    if verbose:
+        from trainwell.console import ConsoleReporter
+
+        callbacks.append(ConsoleReporter())
+    if run_directory is not None:
+        callbacks.append(run_directory)
+    return callbacks
+
+
 class StopTraining(Exception):
     """Raised by a callback to end ``fit()`` cleanly after the current epoch's bookkeeping."""
 

@@ -29,6 +29,12 @@ def clip_grad_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float = 1
     return float(norm)
 
 
+def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of ``grads`` as a device tensor (no host sync): torch's
+    ``get_total_norm`` math without its per-call grouping of tensors by device."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
 def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, device: torch.device,
                    **options: float) -> torch.optim.Optimizer:
     """``adam`` / ``adamw`` / ``sgd`` with torch's fused kernel where the device supports it.

@@ -114,12 +114,14 @@ class ScheduleDriver:
     - ``ReduceLROnPlateau`` is fed the validation loss (the train loss without validation).
     """
 
-    def __init__(self, scheduler: Any, optimizer: torch.optim.Optimizer, interval: str):
+    def __init__(self, scheduler: Any, optimizer: torch.optim.Optimizer, interval: str,
+                 length: "ScheduleLength | None" = None):
         if interval not in ("step", "epoch"):
             raise ConfigError(f"scheduler interval must be 'step' or 'epoch', not {interval!r}")
         self.scheduler = scheduler
         self.optimizer = optimizer
         self.interval = interval
+        self.length = length  # a built-in schedule's run length: it must not change on resume
         self.lr_scale = 1.0  # the health guard's back-off, applied on top of any schedule
         self.is_torch = isinstance(scheduler, (LRScheduler, ReduceLROnPlateau))
         self.steps_per_step = interval == "step" and isinstance(scheduler, LRScheduler)
@@ -159,12 +161,72 @@ class ScheduleDriver:
                         group[key] *= factor
 
     def state_dict(self) -> dict:
-        return {"lr_scale": self.lr_scale, "scheduler": self.scheduler.state_dict() if self.is_torch else {}}
+        return {"lr_scale": self.lr_scale, "scheduler": self.scheduler.state_dict() if self.is_torch else {},
+                "length": self.length.total_steps if self.length else None}
 
     def load_state_dict(self, state: dict) -> None:
+        if self.length is not None and state.get("length") not in (None, self.length.total_steps):
+            self.length.refuse(state["length"])
         self.lr_scale = state["lr_scale"]
         if self.is_torch:
             self.scheduler.load_state_dict(state["scheduler"])
+
+    def check_length(self, length: "ScheduleLength | None") -> None:
+        """A later ``fit`` asking for another run length than the schedule was built for is refused."""
+        if self.length is not None and length is not None and length.total_steps != self.length.total_steps:
+            length.refuse(self.length.total_steps)
+
+
+@dataclass(frozen=True)
+class ScheduleLength:
+    """How long a built-in schedule was built to run; cosine and one-cycle end at their last step."""
+
+    name: str
+    total_steps: int
+    steps_per_epoch: int
+
+    def refuse(self, built_for: int) -> None:
+        """Refuse to run this schedule for a length other than the one it was built for."""
+        if self.name in ("constant", "plateau"):
+            return  # these do not depend on the run's length
+        raise ConfigError(
+            f"the {self.name!r} schedule was built for {_epochs(built_for, self.steps_per_epoch)} "
+            f"({built_for} optimizer steps), and this run asks for {_epochs(self.total_steps, self.steps_per_epoch)} "
+            f"({self.total_steps} steps): the schedule would not fit the run (past its end it stays at its final "
+            "learning rate, 0 for cosine). Keep the run's length, or start a new run with the length you want"
+        )
+
+
+def _epochs(steps: int, per_epoch: int) -> str:
+    epochs = steps / max(per_epoch, 1)
+    return f"{epochs:g} epochs" if epochs != 1 else "1 epoch"
+
+
+def drive(spec: Any, interval: str | None, optimizer: torch.optim.Optimizer, batches: int | None,
+          epochs: int | None, accumulation_steps: int) -> ScheduleDriver:
+    """The driver for whatever ``scheduler`` the trainer got; built-in names need the run's length."""
+    if spec is None:
+        return ScheduleDriver(None, optimizer, "epoch")
+    length = run_length(spec, batches, epochs, accumulation_steps)
+    if isinstance(spec, (str, tuple, Mapping)):
+        name, options = parse_schedule_spec(spec)
+        if length is None:
+            raise ConfigError(
+                f"the built-in schedule {name!r} needs the run's length: use fit(epochs=...) "
+                "with a loader that has a length, or pass a torch scheduler"
+            )
+        spec = build_schedule(name, optimizer, total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch,
+                              options=options)
+        interval = interval or ("epoch" if name == "plateau" else "step")
+    return ScheduleDriver(spec, optimizer, interval or default_interval(spec), length)
+
+
+def run_length(spec: Any, batches: int | None, epochs: int | None, accumulation_steps: int) -> ScheduleLength | None:
+    """The length a built-in schedule needs for this ``fit`` (None for other schedulers)."""
+    if not isinstance(spec, (str, tuple, Mapping)) or epochs is None or batches is None:
+        return None
+    per_epoch = math.ceil(batches / accumulation_steps)
+    return ScheduleLength(parse_schedule_spec(spec)[0], per_epoch * epochs, per_epoch)
 
 
 def parse_schedule_spec(spec: Any) -> tuple[str, dict]:

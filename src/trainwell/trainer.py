@@ -7,7 +7,6 @@ off the events in ``trainwell.events``. Every stateful piece is saved by
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -18,16 +17,17 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from trainwell import checkpoint
-from trainwell.checks import check_finite, check_labels, forward_with_shape_check
-from trainwell.data import InMemoryLoader, epoch_batches, num_batches, windows
-from trainwell.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainwellError
-from trainwell.events import Dispatcher, Event, SkipStep, StopTraining
+from trainwell import checkpoint, state
+from trainwell.records import end_record, start_record
+from trainwell.checks import check_dataset, check_window, first_batch
+from trainwell.data import InMemoryLoader, epoch_batches, num_batches, unpack, windows
+from trainwell.errors import ConfigError, DataError, Interrupted, TrainwellError
+from trainwell.events import Dispatcher, Event, SkipStep, StopTraining, default_callbacks
 from trainwell.metrics import EpochMeter, accuracy_inputs, classification_kind
-from trainwell.optim import OptimizerStep
-from trainwell.runtime import (autocast, check_precision, peak_memory, place_on_device, resolve_device, rng_state,
+from trainwell.optim import OptimizerStep, global_norm
+from trainwell.runtime import (autocast, check_precision, peak_memory, place_on_device, resolve_device,
                                seed_everything, set_rng_state, stop_on_signals, to_device)
-from trainwell.schedules import ScheduleDriver, build_schedule, default_interval, parse_schedule_spec
+from trainwell.schedules import ScheduleDriver, drive, run_length
 
 HISTORY_KEYS = ("train_loss", "train_acc", "eval_loss", "eval_acc", "learning_rates", "grad_norm",
                 "samples_per_sec", "epoch_time")
@@ -108,27 +108,16 @@ class Trainer:
         self._writer = checkpoint.BackgroundWriter()
         self._interrupted: str | None = None
         self._data_wait = 0.0
-        # Order matters: the guard sees a step first (it may veto it); the run directory goes
-        # last, so every other callback's state is current when it writes a checkpoint.
-        callbacks = list(callbacks)
-        if health:
-            from trainwell.health import HealthGuard
-
-            callbacks.insert(0, health if isinstance(health, HealthGuard) else HealthGuard())
-        if grad_flow_every:
-            from trainwell.gradflow import GradientFlow
-
-            callbacks.append(GradientFlow(every=grad_flow_every))
-        if verbose:
-            from trainwell.console import ConsoleReporter
-
-            callbacks.append(ConsoleReporter())
+        self.resumed_from: dict[str, Any] | None = None  # where the last resume() picked the run up
+        # This process's own training, for honest throughput: resumed epochs' samples are not in it.
+        self.samples_trained, self.train_seconds = 0, 0.0
+        self._verbose = verbose
         self.run_directory = None
         if self.run_dir is not None:
             from trainwell.rundir import RunDirectory
 
             self.run_directory = RunDirectory(self.run_dir, checkpoint_every_steps, keep_checkpoints, log_every_steps)
-            callbacks.append(self.run_directory)
+        callbacks = default_callbacks(callbacks, health, grad_flow_every, verbose, self.run_directory)
         self.callbacks = callbacks
         self.events = Dispatcher(callbacks)
         self._loggers = [cb for cb in callbacks if callable(getattr(cb, "log", None))]
@@ -153,10 +142,13 @@ class Trainer:
                 place_on_device(data, self.device)
         if resume is not None:
             self.resume(resume)
+        if self.epoch >= epochs:  # nothing left to train: say so, and leave every file as it is
+            self.notice(f"the run is already complete: {self.epoch} of {epochs} epochs trained; nothing to do")
+            return self.history
         self.stop_reason = None
         started = time.perf_counter()
         self.events(Event.FIT_START, self, epochs=epochs, train_data=train_data, val_data=val_data, resume=resume)
-        self.log(self._start_record(train_data))
+        self.log(start_record(self, train_data))
         self._interrupted = None
         try:
             with stop_on_signals(self._request_stop):
@@ -172,14 +164,14 @@ class Trainer:
                         self.stop_reason = str(stop)
         except _Interrupt as signal:
             saved = self.run_directory.save_checkpoint(self, wait=True) if self.run_directory else None
-            self._log_end(f"interrupted by {signal}", started)
+            self.log(end_record(self, f"interrupted by {signal}", started))
             raise Interrupted(str(signal), saved) from None
         except TrainwellError as failure:
-            self._log_end(f"failed: {failure}", started)
+            self.log(end_record(self, f"failed: {failure}", started))
             raise
         self.events(Event.FIT_END, self, history=self.history)
         self.wait_for_checkpoints()
-        self._log_end(self.stop_reason or "completed", started)
+        self.log(end_record(self, self.stop_reason or "completed", started))
         return self.history
 
     def train_epoch(self, dataloader: Iterable, accumulation_steps: int = 1) -> float:
@@ -190,6 +182,7 @@ class Trainer:
         self.model.train()
         if self.position == 0:
             self._meter = EpochMeter(self.device)
+        resumed_samples = self._meter.samples  # a resumed epoch's samples were trained by an earlier process
         self.batches_per_epoch = num_batches(dataloader)
         self.events(Event.EPOCH_START, self, epoch=self.epoch)
         schedule.epoch_start(self.epoch)
@@ -202,7 +195,7 @@ class Trainer:
             set_rng_state(self._resume_rng)
             self._resume_rng = None
         if not self._train_checked:
-            self._dataset_labels = self._check_dataset(dataloader, "training")
+            self._dataset_labels = check_dataset(dataloader, "training")
         waited = time.perf_counter()
         for window in windows(batches, accumulation_steps):
             self._data_wait += time.perf_counter() - waited  # the time spent getting this window's data
@@ -213,8 +206,10 @@ class Trainer:
         if self._meter.samples == 0:
             raise DataError("the training data is empty: it yielded no batches")
         elapsed = time.perf_counter() - started
+        trained = self._meter.samples - resumed_samples
+        self.samples_trained, self.train_seconds = self.samples_trained + trained, self.train_seconds + elapsed
         metrics = self._meter.result("train")
-        metrics.update(lr=lr, epoch_time=elapsed, samples_per_sec=self._meter.samples / max(elapsed, 1e-9),
+        metrics.update(lr=lr, epoch_time=elapsed, samples_per_sec=trained / max(elapsed, 1e-9),
                        data_wait_share=self._data_wait / max(elapsed, 1e-9), memory_bytes=peak_memory(self.device))
         self._epoch_metrics = metrics
         self._record(metrics, learning_rates=lr)
@@ -228,7 +223,7 @@ class Trainer:
         Each micro-batch's mean loss is weighted by its share of the window's samples, so
         k micro-batches give exactly the update of one k-times-larger batch, ragged or not.
         """
-        batches = [self._unpack(batch) for batch in window]
+        batches = [unpack(batch, self.device) for batch in window]
         total = sum(n for _, _, n in batches)
         seen = []  # per micro-batch (loss, samples, accuracy inputs, targets): counted only if the step is taken
         window_loss = None
@@ -248,6 +243,8 @@ class Trainer:
         try:
             self.events.step_event(Event.BEFORE_STEP, self, window_loss, grad_norm)
         except SkipStep:
+            if not bool(torch.isfinite(window_loss)):  # bad data is not healed by skipping it every epoch
+                check_window(batches, self.epoch, self.position - len(window))
             self._optimizer_step.zero_grad()
             if self.scaler is not None:
                 self.scaler.update()  # the scaler expects an update after each unscale_
@@ -294,7 +291,7 @@ class Trainer:
             inputs = batch if isinstance(batch, (torch.Tensor, Mapping)) else batch[0]
             inputs = to_device(inputs, self.device)
             with self._autocast:
-                out = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
+                out = self._call_model(inputs)
             outputs.append(getattr(out, "logits", out).float().cpu())
         self.model.train(was_training)
         return torch.cat(outputs) if outputs else torch.empty(0)
@@ -310,41 +307,21 @@ class Trainer:
         for logger in self._loggers:
             logger.log(record, self.step)
 
-    def _start_record(self, train_data: Iterable) -> dict[str, Any]:
-        from trainwell import memory
-
-        example = train_data.tensors[0][: train_data.batch_size] if isinstance(train_data, InMemoryLoader) else None
-        return {"kind": "start", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(self.device),
-                "precision": self.precision, "step": self.step, "epoch": self.epoch,
-                "num_params": sum(p.numel() for p in self.model.parameters()),
-                "memory": memory.estimate(self.model, self.optimizer, example)}
-
-    def _log_end(self, status: str, started: float) -> None:
-        self.log({"kind": "end", "status": status, "epochs": self.epoch, "steps": self.step,
-                  "wall_time_s": round(time.perf_counter() - started, 3)})
-
     # ------------------------------------------------------------------ pieces of a step
-
-    def _unpack(self, batch: Any) -> tuple[Any, Any, int]:
-        """(inputs, targets, number of samples) on the training device, from a tuple or a dict batch."""
-        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-            inputs, targets = to_device(batch[0], self.device), to_device(batch[1], self.device)
-            return inputs, targets, targets.shape[0] if isinstance(targets, torch.Tensor) else len(targets)
-        if isinstance(batch, Mapping):
-            inputs = to_device(dict(batch), self.device)
-            targets = inputs.get("labels")
-            first = targets if targets is not None else next(v for v in inputs.values() if isinstance(v, torch.Tensor))
-            return inputs, targets, first.shape[0]
-        raise DataError(f"a batch must be (inputs, targets) or a dict, got {type(batch).__name__}")
 
     def _forward(self, inputs: Any, targets: Any, check: bool = False,
                  labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Model outputs and mean loss; with ``check`` (a set's first batch) problems are explained first."""
-        if check:
-            return self._checked_forward(inputs, targets, labels)
         with self._autocast:
-            outputs = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
-            return self._loss(outputs, targets)
+            if check:
+                logits, loss, self._kind = first_batch(lambda: self._call_model(inputs), lambda out: self._loss(out, targets),
+                                                       inputs, targets, self.loss_fn, labels)
+                return logits, loss
+            return self._loss(self._call_model(inputs), targets)
+
+    def _call_model(self, inputs: Any) -> Any:
+        """The model on one batch of inputs: a dict batch is passed as keyword arguments."""
+        return self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
 
     def _loss(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
         logits = outputs if isinstance(outputs, torch.Tensor) else getattr(outputs, "logits", outputs)
@@ -360,31 +337,6 @@ class Trainer:
                 raise DataError(f"a label is outside the model's {logits.shape[-1]} outputs ({e})") from e
             raise
 
-    def _checked_forward(self, inputs: Any, targets: Any, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        check_finite(inputs, "the first batch's")
-        with self._autocast:
-            outputs = forward_with_shape_check(
-                lambda: self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs), inputs
-            )
-            logits = getattr(outputs, "logits", outputs)
-            self._kind = classification_kind(logits, targets, self.loss_fn)
-            if self._kind == "multiclass":
-                check_labels(targets, logits.shape[-1], "the first batch")
-                if labels is not None:
-                    check_labels(labels, logits.shape[-1], "the data set")
-            return forward_with_shape_check(lambda: self._loss(outputs, targets), targets)
-
-    @staticmethod
-    def _check_dataset(dataloader: Iterable, name: str) -> torch.Tensor | None:
-        """Whole-set checks where the data is in memory (cheap); returns its labels to check against the model."""
-        if num_batches(dataloader) == 0:
-            raise DataError(f"the {name} data is empty: it has no batches")
-        if not isinstance(dataloader, InMemoryLoader):
-            return None
-        check_finite(dataloader.tensors[0], f"the {name}")
-        labels = dataloader.tensors[1] if len(dataloader.tensors) > 1 else None
-        return labels if labels is not None and not labels.is_floating_point() else None
-
     def _clip_gradients(self) -> torch.Tensor | None:
         """The global L2 norm before clipping (a device tensor: no host sync), and the clipping.
 
@@ -398,8 +350,7 @@ class Trainer:
         grads = [p.grad for p in self._params if p.grad is not None]
         if not grads:
             raise ConfigError("no parameter received a gradient; is the loss connected to the model?")
-        # torch.nn.utils.get_total_norm's math without its per-call grouping of tensors by device.
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        norm = global_norm(grads)
         if self.grad_clip_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(self._params, self.grad_clip_norm, norm)
         return norm
@@ -409,9 +360,9 @@ class Trainer:
         self.model.eval()
         meter = EpochMeter(self.device)
         name = "validation" if prefix == "eval" else prefix
-        labels = self._check_dataset(dataloader, name)
+        labels = check_dataset(dataloader, name)
         for index, batch in enumerate(epoch_batches(dataloader, seed=0, epoch=0)):
-            inputs, targets, n = self._unpack(batch)
+            inputs, targets, n = unpack(batch, self.device)
             logits, loss = self._forward(inputs, targets, check=index == 0, labels=labels)
             kind = self._kind or classification_kind(logits, targets, self.loss_fn)
             meter.add_batch(loss, n, accuracy_inputs(kind, logits, self.loss_fn), targets)
@@ -428,80 +379,27 @@ class Trainer:
                 self.history[key].append(value)
 
     def _ensure_schedule(self, dataloader: Iterable, epochs: int | None, accumulation_steps: int) -> ScheduleDriver:
-        """Wrap the scheduler once; built-in names need the run's length, known to ``fit``."""
-        if self.lr_schedule is not None:
-            return self.lr_schedule
-        spec, interval = self.scheduler, self.scheduler_interval
-        if spec is None:
-            interval = "epoch"
-        elif isinstance(spec, (str, tuple, Mapping)):
-            name, options = parse_schedule_spec(spec)
-            batches = num_batches(dataloader)
-            if epochs is None or batches is None:
-                raise ConfigError(
-                    f"the built-in schedule {name!r} needs the run's length: use fit(epochs=...) "
-                    "with a loader that has a length, or pass a torch scheduler"
-                )
-            per_epoch = math.ceil(batches / accumulation_steps)
-            spec = build_schedule(name, self.optimizer, total_steps=per_epoch * epochs,
-                                  steps_per_epoch=per_epoch, options=options)
-            interval = interval or ("epoch" if name == "plateau" else "step")
-        self.lr_schedule = ScheduleDriver(spec, self.optimizer, interval or default_interval(spec))
-        if self._pending_scheduler_state is not None:
-            self.lr_schedule.load_state_dict(self._pending_scheduler_state)
-            self._pending_scheduler_state = None
+        """Wrap the scheduler once (built-in names need the run's length, known to ``fit``)."""
+        batches = num_batches(dataloader)
+        if self.lr_schedule is None:
+            self.lr_schedule = drive(self.scheduler, self.scheduler_interval, self.optimizer, batches, epochs,
+                                     accumulation_steps)
+            if self._pending_scheduler_state is not None:
+                self.lr_schedule.load_state_dict(self._pending_scheduler_state)
+                self._pending_scheduler_state = None
+        else:
+            self.lr_schedule.check_length(run_length(self.scheduler, batches, epochs, accumulation_steps))
         return self.lr_schedule
 
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """The complete training state: every stateful piece's own ``state_dict()``."""
-        return {
-            "format": 1,
-            "trainer": {
-                "epoch": self.epoch,
-                "step": self.step,
-                "position": self.position,
-                "data_seed": self.data_seed,
-                "history": {k: list(v) for k, v in self.history.items()},
-                "meter": self._meter.state_dict(),
-            },
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.lr_schedule.state_dict() if self.lr_schedule else self._pending_scheduler_state,
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "callbacks": self.events.state_dict(),
-            "rng": rng_state(),
-        }
+        """The complete training state: every stateful piece's own ``state_dict()`` (see ``trainwell.state``)."""
+        return state.capture(self)
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, saved: Mapping[str, Any]) -> None:
         """Restore ``state_dict()`` output in place; a mismatch names the offending keys."""
-        expected = {"format", "trainer", "model", "optimizer", "scheduler", "scaler", "callbacks", "rng"}
-        if set(state) != expected:
-            raise CheckpointError(
-                f"checkpoint keys differ: missing {sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}"
-            )
-        checkpoint.check_model_keys(self.model, state["model"])
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.lr_schedule is not None and state["scheduler"] is not None:
-            self.lr_schedule.load_state_dict(state["scheduler"])
-        else:
-            self._pending_scheduler_state = state["scheduler"]
-        if self.scaler is not None and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        try:
-            self.events.load_state_dict(state["callbacks"])
-        except KeyError as e:
-            raise CheckpointError(str(e.args[0])) from e
-        trainer = state["trainer"]
-        self.epoch, self.step, self.position = trainer["epoch"], trainer["step"], trainer["position"]
-        self.data_seed = trainer["data_seed"]
-        self.history = {key: list(trainer["history"].get(key, [])) for key in HISTORY_KEYS}
-        self._meter = EpochMeter(self.device)
-        self._meter.load_state_dict(trainer["meter"])
-        set_rng_state(state["rng"])
-        self._resume_rng = state["rng"] if self.position > 0 else None
+        state.restore(self, saved)
 
     def save_checkpoint(self, path: str | os.PathLike, *, wait: bool = True,
                         then: Callable[[Path], None] | None = None) -> Path:
@@ -533,21 +431,14 @@ class Trainer:
 
     def resume(self, resume: str | os.PathLike) -> Path | None:
         """``"auto"``: the latest valid checkpoint in ``run_dir`` (or a fresh start); else a path."""
-        if str(resume) != "auto":
-            self.load_checkpoint(resume)
-            return Path(resume)
-        if self.run_dir is None:
-            raise ConfigError('resume="auto" needs run_dir, where the checkpoints are')
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            path = checkpoint.latest(self.run_dir / "checkpoints")
-        for warning in caught:
-            warnings.warn(str(warning.message), stacklevel=2)
-        if path is None:
-            warnings.warn(f"no valid checkpoint in {self.run_dir / 'checkpoints'}; starting fresh", stacklevel=2)
-            return None
-        self.load_checkpoint(path)
-        return path
+        return state.resume(self, resume)
+
+    def notice(self, message: str, warn: bool = False) -> None:
+        """Tell the user something plainly: a printed line when verbose (a warning otherwise, for
+        what needs attention), and a ``notice`` record."""
+        if warn and not self._verbose:
+            warnings.warn(message, stacklevel=2)
+        self.log({"kind": "notice", "message": message})
 
 
 class _Interrupt(Exception):

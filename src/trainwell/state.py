@@ -1,0 +1,93 @@
+"""The complete training state of a ``Trainer``: what a checkpoint holds and how it comes back.
+
+A checkpoint is one dict of every stateful piece's own ``state_dict()``: the trainer's
+counters and history, the model, optimizer, scheduler, scaler, callbacks and every RNG.
+Loading is strict: a missing or unexpected key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trainwell import checkpoint
+from trainwell.errors import CheckpointError, ConfigError
+from trainwell.metrics import EpochMeter
+from trainwell.runtime import rng_state, set_rng_state
+
+FORMAT = 1
+KEYS = {"format", "trainer", "model", "optimizer", "scheduler", "scaler", "callbacks", "rng"}
+
+
+def capture(trainer: Any) -> dict[str, Any]:
+    """The trainer's complete state, as ``Trainer.state_dict()`` returns it."""
+    return {
+        "format": FORMAT,
+        "trainer": {
+            "epoch": trainer.epoch,
+            "step": trainer.step,
+            "position": trainer.position,
+            "data_seed": trainer.data_seed,
+            "history": {k: list(v) for k, v in trainer.history.items()},
+            "meter": trainer._meter.state_dict(),
+        },
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.lr_schedule.state_dict() if trainer.lr_schedule else trainer._pending_scheduler_state,
+        "scaler": trainer.scaler.state_dict() if trainer.scaler else None,
+        "callbacks": trainer.events.state_dict(),
+        "rng": rng_state(),
+    }
+
+
+def restore(trainer: Any, state: Mapping[str, Any]) -> None:
+    """Put ``capture()`` output back into ``trainer`` in place; a mismatch names the offending keys."""
+    if set(state) != KEYS:
+        raise CheckpointError(
+            f"checkpoint keys differ: missing {sorted(KEYS - set(state))}, unexpected {sorted(set(state) - KEYS)}"
+        )
+    checkpoint.check_model_keys(trainer.model, state["model"])
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.lr_schedule is not None and state["scheduler"] is not None:
+        trainer.lr_schedule.load_state_dict(state["scheduler"])
+    else:  # the schedule is built at the first fit/train_epoch, which loads this then
+        trainer._pending_scheduler_state = state["scheduler"]
+    if trainer.scaler is not None and state["scaler"]:
+        trainer.scaler.load_state_dict(state["scaler"])
+    try:
+        trainer.events.load_state_dict(state["callbacks"])
+    except KeyError as e:
+        raise CheckpointError(str(e.args[0])) from e
+    saved = state["trainer"]
+    trainer.epoch, trainer.step, trainer.position = saved["epoch"], saved["step"], saved["position"]
+    trainer.data_seed = saved["data_seed"]
+    trainer.history = {key: list(saved["history"].get(key, [])) for key in trainer.history}
+    trainer._meter = EpochMeter(trainer.device)
+    trainer._meter.load_state_dict(saved["meter"])
+    set_rng_state(state["rng"])
+    # Mid-epoch, rebuilding the epoch's batch order may draw from the global RNG: set it again after.
+    trainer._resume_rng = state["rng"] if trainer.position > 0 else None
+
+
+def resume(trainer: Any, resume: str | os.PathLike) -> Path | None:
+    """Load the checkpoint to go on from: ``"auto"`` takes the newest valid one in ``run_dir``
+    (saying which newer ones were skipped, and starting fresh when there is none), else a path."""
+    if str(resume) == "auto":
+        if trainer.run_dir is None:
+            raise ConfigError('resume="auto" needs run_dir, where the checkpoints are')
+        path, skipped = checkpoint.latest_valid(trainer.run_dir / "checkpoints")
+        for bad, problem in skipped:
+            trainer.notice(f"skipped checkpoint {bad}: {problem}", warn=True)
+        if path is None:
+            trainer.notice(f"no valid checkpoint in {trainer.run_dir / 'checkpoints'}; starting fresh", warn=True)
+            return None
+    else:
+        path = Path(resume)
+    trainer.load_checkpoint(path)
+    trainer.resumed_from = {"path": str(path), "step": trainer.step, "epoch": trainer.epoch, "batch": trainer.position}
+    where = f"epoch {trainer.epoch + 1}, batch {trainer.position}" if trainer.position else f"the start of epoch {trainer.epoch + 1}"
+    trainer.notice(f"resumed from step {trainer.step} ({where}) of {trainer.run_dir or path}")
+    return path
