@@ -8,6 +8,8 @@ names, and validation (pydantic, imported only when a run starts, so that
 from __future__ import annotations
 
 import difflib
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal, Optional
 
@@ -17,6 +19,7 @@ from trainwell.errors import ConfigError
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
+    """A field with its help text; ``unset=`` says what a None default means (shown in --help)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -34,20 +37,35 @@ class TrainConfig:
     precision: Literal["32", "bf16", "16"] = _opt("32", "32, bf16 (autocast, CPU or GPU) or 16 (GPU, loss scaling)")
     seed: int = _opt(0, "seeds python, numpy and torch; fixes the data order")
     accumulate: Annotated[int, Ge(1)] = _opt(1, "micro-batches per optimizer step (exact gradient accumulation)")
-    clip: Optional[Annotated[float, Gt(0)]] = _opt(None, "clip the global gradient norm to this value")
+    clip: Optional[Annotated[float, Gt(0)]] = _opt(None, "clip the global gradient norm to this value",
+                                                   unset="no clipping")
     schedule: Literal["constant", "step", "cosine", "warmup-cosine", "plateau", "one-cycle"] = _opt(
         "constant", "learning-rate schedule")
     warmup: Annotated[int, Ge(0)] = _opt(0, "linear warmup steps (cosine and warmup-cosine schedules)")
-    patience: Optional[Annotated[int, Ge(1)]] = _opt(None, "early stopping: epochs without validation improvement")
-    num_samples: Optional[Annotated[int, Ge(1)]] = _opt(None, "use only this many training samples (quick test)")
-    data: Optional[str] = _opt(None, "directory with the recipe's data files (e.g. MNIST IDX files)")
-    run_dir: Optional[str] = _opt(None, "where the run writes its files (default runs/<recipe>-<time>)")
-    checkpoint_every: Optional[Annotated[int, Ge(1)]] = _opt(None, "also checkpoint every N optimizer steps")
+    patience: Optional[Annotated[int, Ge(1)]] = _opt(None, "early stopping: epochs without validation improvement",
+                                                     unset="no early stopping")
+    num_samples: Optional[Annotated[int, Ge(1)]] = _opt(None, "use only this many training samples (quick test)",
+                                                        unset="all")
+    data: Optional[str] = _opt(None, "directory with the recipe's data files (e.g. MNIST IDX files)",
+                               unset="the data that ships with the recipe")
+    run_dir: Optional[str] = _opt(None, "where the run writes its files", unset="runs/<recipe>-YYYYmmdd-HHMMSS")
+    checkpoint_every: Optional[Annotated[int, Ge(1)]] = _opt(None, "also checkpoint every N optimizer steps",
+                                                             unset="only at the end of each epoch")
     keep_checkpoints: Annotated[int, Ge(1)] = _opt(3, "how many recent checkpoints to keep (plus the best)")
     log_every: Annotated[int, Ge(1)] = _opt(50, "write a step record to metrics.jsonl every N steps")
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
+# Names other trainers and papers use for a field: a YAML file written for one of them gets
+# "did you mean" with trainwell's name, which difflib alone would not find (learning_rate -> lr).
+ALIASES = {
+    "learning_rate": "lr", "bs": "batch_size", "batch": "batch_size", "max_epochs": "epochs",
+    "num_epochs": "epochs", "n_epochs": "epochs", "grad_clip": "clip", "clip_grad_norm": "clip",
+    "max_grad_norm": "clip", "gradient_clip_val": "clip", "accumulation_steps": "accumulate",
+    "grad_accum": "accumulate", "gradient_accumulation_steps": "accumulate", "optim": "optimizer",
+    "scheduler": "schedule", "lr_schedule": "schedule", "warmup_steps": "warmup", "wd": "weight_decay",
+    "early_stopping_patience": "patience", "output_dir": "run_dir", "amp": "precision",
+}
 
 
 def closest(name: str, choices: Any) -> str:
@@ -56,23 +74,72 @@ def closest(name: str, choices: Any) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+def suggest_field(name: str) -> str:
+    """' (did you mean 'lr'?)' for a synonym or a near miss of a config field name, or ''."""
+    alias = ALIASES.get(name.lower().replace("-", "_"))
+    return f" (did you mean {alias!r}?)" if alias else closest(name, FIELDS)
+
+
+def field_kind(name: str) -> Any:
+    """The value type of field ``name`` without its constraints or Optional: int, float, str,
+    or the Literal's tuple of choices."""
+    kind = typing.get_type_hints(TrainConfig, include_extras=True)[name]
+    while True:
+        if typing.get_origin(kind) is Annotated:
+            kind = typing.get_args(kind)[0]
+        elif typing.get_origin(kind) in (typing.Union, types.UnionType):
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        elif typing.get_origin(kind) is Literal:
+            return typing.get_args(kind)
+        else:
+            return kind
+
+
 def validate(raw: dict[str, Any], sources: dict[str, str] | None = None) -> TrainConfig:
     """A TrainConfig from plain values; ConfigError with one line on the first problem.
 
-    ``sources`` maps a key to how the user spelled it (``--batch-size`` on the command
-    line), so the message names what they typed.
+    Types are strict (YAML ``epochs: true`` is not 1) and numbers finite (``--lr inf`` is
+    refused). ``sources`` maps a key to how the user spelled it (``--batch-size`` on the
+    command line), so the message names what they typed.
     """
     sources = sources or {}
     for key in raw:
         if key not in FIELDS:
-            raise ConfigError(f"unknown config key {key!r}{closest(key, FIELDS)}")
+            raise ConfigError(f"unknown config key {key!r}{suggest_field(key)}")
+    values = {key: _typed(key, value, sources.get(key, f"config key {key!r}")) for key, value in raw.items()}
     from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
-    adapter = TypeAdapter(with_config(ConfigDict(extra="forbid"))(TrainConfig))
+    adapter = TypeAdapter(with_config(ConfigDict(extra="forbid", allow_inf_nan=False))(TrainConfig))
     try:
-        return adapter.validate_python(raw)
+        return adapter.validate_python(values)
     except ValidationError as e:
         error = e.errors()[0]
         key = str(error["loc"][0]) if error["loc"] else "config"
         name = sources.get(key, f"config key {key!r}")
         raise ConfigError(f"{name}: {error['msg'].lower()} (got {error.get('input')!r})") from None
+
+
+def _typed(key: str, value: Any, name: str) -> Any:
+    """``value`` checked against field ``key``'s type where pydantic's lax mode would coerce it.
+
+    A bool is not a number (pydantic takes ``true`` as 1), a float with a fraction or a string
+    is not an integer; a numeric string is a float (PyYAML reads ``1e-3``, with no dot, as a
+    string), and ``16`` is the choice ``"16"``. Everything else (ranges, finiteness, choices)
+    is left to pydantic.
+    """
+    kind = field_kind(key)
+    if value is None:
+        return value
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{name}: input should be a valid integer (got {value!r})")
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: input should be a number (got {value!r})")
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{name}: input should be a number (got {value!r})") from None
+    if isinstance(kind, tuple) and not isinstance(value, (str, bool)) and str(value) in kind:
+        return str(value)
+    return value

@@ -5,30 +5,85 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
-from dataclasses import MISSING
 from typing import Sequence
 
-from trainwell.config import FIELDS
+from trainwell.config import ALIASES, FIELDS, field_kind
 from trainwell.errors import TrainwellError
-from trainwell.recipes import RECIPES
+from trainwell.recipes import DEFAULTS, RECIPES
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line and exit 2, like every other configuration error."""
+    """Usage errors are one line and exit 2, like every other configuration error, with a
+    "did you mean" for a mistyped option or choice (Python 3.11's argparse has none)."""
+
+    commands: dict[str, argparse.ArgumentParser] = {}  # the subcommands' parsers, by name
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._did_you_mean(message)} (see {self.prog} --help)\n")
+
+    def _did_you_mean(self, message: str) -> str:
+        if message.startswith("unrecognized arguments:"):
+            options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+            for given in message.split(":", 1)[1].split():
+                if given.startswith("--"):
+                    guess = _closest_option(given.split("=")[0], options)
+                    if guess:
+                        return f"; did you mean {guess}?"
+            return ""
+        invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if invalid:
+            match = difflib.get_close_matches(invalid[1], re.findall(r"'([^']*)'", invalid[2]), n=1, cutoff=0.5)
+            return f"; did you mean {match[0]!r}?" if match else ""
+        return ""
+
+
+def _closest_option(given: str, options: list[str]) -> str | None:
+    """The option meant by ``given``: a synonym (``--learning-rate`` is ``--lr``) or the nearest spelling."""
+    alias = ALIASES.get(given[2:].replace("-", "_"))
+    if alias and f"--{alias.replace('_', '-')}" in options:
+        return f"--{alias.replace('_', '-')}"
+    names = {option[2:]: option for option in options}  # the shared "--" would make any two names look alike
+    match = difflib.get_close_matches(given[2:], list(names), n=1, cutoff=0.6)
+    return names[match[0]] if match else None
+
+
+def _recipe_values(name: str) -> dict[str, object]:
+    """Field ``name``'s default in each recipe."""
+    return {recipe: DEFAULTS[recipe].get(name, FIELDS[name].default) for recipe in RECIPES}
+
+
+def _default_text(name: str) -> str:
+    values = _recipe_values(name)
+    if len({repr(v) for v in values.values()}) > 1:
+        return "default: per recipe, see below"
+    value = next(iter(values.values()))
+    return f"default: {FIELDS[name].metadata['unset'] if value is None else value}"
+
+
+def _recipe_defaults_epilog() -> str:
+    """'  --epochs  mnist 5, xor 200' for each option whose default depends on the recipe."""
+    rows = [(f"--{name.replace('_', '-')}", ", ".join(f"{recipe} {FIELDS[name].metadata['unset'] if v is None else v}"
+                                                       for recipe, v in _recipe_values(name).items()))
+            for name in FIELDS if FIELDS[name].metadata.get("cli", True) and len({repr(v) for v in
+                                                                                _recipe_values(name).values()}) > 1]
+    width = max(len(option) for option, _ in rows)
+    return "\n".join(f"  {option:<{width}}  {values}" for option, values in rows)
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--kebab-case`` option per TrainConfig field; values are validated with the config."""
+    """One ``--kebab-case`` option per TrainConfig field, typed from the field; values are validated
+    with the config. Literal fields list their choices."""
     for name, spec in FIELDS.items():
         if spec.metadata.get("cli", True) is False:
             continue
-        default = None if spec.default is MISSING else spec.default
+        kind = field_kind(name)
+        typing = ({"choices": kind} if isinstance(kind, tuple)
+                  else {"type": kind, "metavar": {int: "N", float: "X"}.get(kind, name.upper())})
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
-                            metavar=name.upper(), help=f"{spec.metadata['help']} (default: {default})")
+                            help=f"{spec.metadata['help']} ({_default_text(name)})", **typing)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,15 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="train a recipe or a config file", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a recipe (default: mnist) or CONFIG.yaml; command-line options override the file.",
-        epilog=f"recipes:\n{recipes}\n\nexit status: 0 success, 2 usage or configuration error, 1 training failure",
+        epilog=f"recipes:\n{recipes}\n\ndefaults that depend on the recipe:\n{_recipe_defaults_epilog()}\n\n"
+               "exit status: 0 success, 2 usage or configuration error, 1 training failure",
     )
     train.add_argument("target", nargs="?", default=None, metavar="RECIPE | CONFIG.yaml",
                        help=f"a recipe ({', '.join(RECIPES)}) or a YAML config file")
     _add_config_options(train)
     train.add_argument("--gpu", action="store_true", help="train on the CUDA GPU (same as --device cuda)")
-    train.add_argument("--resume", nargs="?", const="auto", default=None, metavar="RUN_DIR",
-                       help="continue from the latest valid checkpoint of RUN_DIR (default: the --run-dir, "
-                            "else the newest run of this recipe)")
+    resume = train.add_mutually_exclusive_group()
+    resume.add_argument("--resume", nargs="?", const="auto", default=None, metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its latest valid checkpoint (default: the --run-dir, "
+                             "else the newest run of this recipe, else the newest run); nothing to resume is an "
+                             "error (exit 2)")
+    resume.add_argument("--resume-or-start", action="store_true",
+                        help="continue the run (as --resume) if it has a valid checkpoint, else start it: "
+                             "for jobs that may be requeued")
     report = commands.add_parser("report", help="(re)build RUN_DIR/report.html and print the health verdict",
                                  description="Write RUN_DIR/report.html: one offline file with the run's curves, "
                                              "gradient flow, throughput, memory, health verdict and config.")
@@ -62,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
     runs.add_argument("--root", default="runs", help="where to look for runs (default: runs)")
     runs.add_argument("--out", default=None, help="the comparison page (default: ROOT/compare.html)")
+    parser.commands = dict(commands.choices)
     return parser
 
 
@@ -69,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, dispatch, and turn trainwell's errors into one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv or ["train"])
+    args, unknown = parser.parse_known_args(argv or ["train"])
+    if unknown:  # reported by the command's own parser, which knows the options meant
+        parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if args.command == "report":
             from trainwell.cli.inspect import report

@@ -14,8 +14,10 @@ from trainwell.config import closest
 from trainwell.errors import ConfigError
 
 RECIPES = {
-    "mnist": ("trainwell.recipes.mnist", "seed 000: 235,146-parameter MLP on full MNIST (ships with the install)"),
-    "xor": ("trainwell.recipes.xor", "seed 004: 2-4-1 network on noisy XOR, 80/10/10 split, early stopping"),
+    "mnist": ("trainwell.recipes.mnist", "handwritten digits: a 784-256-128-10 MLP (235,146 parameters), "
+                                         "54k train / 6k validation / 10k test images (ship with the install)"),
+    "xor": ("trainwell.recipes.xor", "XOR of two noisy inputs: a 2-4-1 network, 1,000 points split 80/10/10, "
+                                     "early stopping"),
 }
 # Kept here, not in the recipe modules, so a config is validated before torch is imported.
 DEFAULTS = {
