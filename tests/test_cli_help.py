@@ -1,4 +1,4 @@
-"""`trainwell --help` and usage errors: honest defaults, choices, "did you mean", and no torch at start."""
+"""What a new user reads first: `trainwell --help`, usage errors, the per-epoch line, `dir(trainwell)`."""
 
 from __future__ import annotations
 
@@ -91,3 +91,47 @@ def test_help_does_not_import_torch(args):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False False"
+
+
+# --------------------------------------------------------------------------- what else a new user reads first
+
+
+def test_epoch_line_shows_the_learning_rate_only_when_it_changed():
+    from trainwell.console import epoch_line
+
+    metrics = {"train_loss": 0.5, "lr": 1e-3, "samples_per_sec": 100.0, "epoch_time": 1.0}
+    assert "lr" not in epoch_line(2, 5, metrics, previous_lr=1e-3)
+    assert "lr" not in epoch_line(1, 5, metrics)  # the first epoch: the configured rate, already known
+    line = epoch_line(3, 5, {**metrics, "lr": 5e-4}, previous_lr=1e-3)
+    assert "lr 0.0005" in line
+
+
+def test_console_reporter_prints_a_changed_learning_rate():
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from trainwell.console import ConsoleReporter
+
+    out = io.StringIO()
+    reporter = ConsoleReporter(Console(file=out, highlight=False, soft_wrap=True, no_color=True))
+    trainer = SimpleNamespace(epoch=0, run_dir=None)
+    for epoch, lr in enumerate((1e-3, 1e-3, 2.5e-4), 1):
+        trainer.epoch = epoch
+        reporter.on_epoch_end(trainer, {"train_loss": 1.0 / epoch, "lr": lr})
+    lines = out.getvalue().splitlines()
+    assert [("lr " in line) for line in lines] == [False, False, True]
+    assert "lr 0.00025" in lines[2]
+
+
+def test_public_namespace_is_the_api():
+    import trainwell as tw
+
+    names = dir(tw)
+    for helper in ("Any", "annotations", "importlib"):
+        assert helper not in names
+        assert not hasattr(tw, helper)
+    assert set(tw.__all__) <= set(names) and "__version__" in names
+    assert [n for n in names if not n.startswith("__")] == sorted(tw.__all__)
+    assert callable(tw.seed_everything) and tw.Trainer.__name__ == "Trainer"

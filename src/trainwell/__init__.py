@@ -7,10 +7,7 @@
 Names load on first use (PEP 562), so the command line starts without importing torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -36,15 +33,17 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+_METADATA = ["__all__", "__doc__", "__file__", "__name__", "__package__", "__path__", "__spec__", "__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'trainwell' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    value = getattr(_importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    """The API and the module's metadata; not its helpers or the submodules it has loaded."""
+    return sorted(__all__ + [name for name in _METADATA if name in globals()])

@@ -19,6 +19,7 @@ class ConsoleReporter:
         self._progress: Any = None
         self._task: Any = None
         self._refresh_every = 1
+        self._last_lr: float | None = None
 
     def on_fit_start(self, trainer: Any, epochs: int, **_: Any) -> None:
         self.epochs = epochs
@@ -48,7 +49,8 @@ class ConsoleReporter:
     def on_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         best = self._is_best(metrics)
         note = ("best model saved" if trainer.run_dir is not None else "best so far") if best else None
-        self.console.print(epoch_line(trainer.epoch, self.epochs, metrics, note))
+        self.console.print(epoch_line(trainer.epoch, self.epochs, metrics, note, previous_lr=self._last_lr))
+        self._last_lr = metrics.get("lr", self._last_lr)
 
     def log(self, record: dict[str, Any], step: int) -> None:
         """Health-guard interventions are shown as they happen."""
@@ -67,8 +69,10 @@ class ConsoleReporter:
         return True
 
 
-def epoch_line(epoch: int, epochs: int | None, metrics: dict[str, float], note: str | None = None) -> str:
-    """One row of the per-epoch table."""
+def epoch_line(epoch: int, epochs: int | None, metrics: dict[str, float], note: str | None = None,
+               previous_lr: float | None = None) -> str:
+    """One row of the per-epoch table; it names the learning rate when it changed since the
+    previous epoch (a schedule, a plateau cut or the health guard's back-off)."""
     parts = [f"Epoch [{epoch}/{epochs or '?'}]", f"Train Loss: {metrics['train_loss']:.4f}"]
     if "train_acc" in metrics:
         parts.append(f"| Train Acc: {metrics['train_acc']:6.2%}")
@@ -76,6 +80,9 @@ def epoch_line(epoch: int, epochs: int | None, metrics: dict[str, float], note: 
         parts.append(f"/ Val Loss: {metrics['eval_loss']:.4f}")
     if "eval_acc" in metrics:
         parts.append(f"| Val Acc: {metrics['eval_acc']:6.2%}")
+    lr = metrics.get("lr")
+    if lr is not None and previous_lr is not None and lr != previous_lr:
+        parts.append(f"| lr {lr:.4g}")
     parts.append(f"| {metrics.get('samples_per_sec', 0):,.0f} samples/s, {metrics.get('epoch_time', 0):.1f}s")
     if note:
         parts.append(f"[green]✓ {note}[/green]")
