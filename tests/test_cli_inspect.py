@@ -50,11 +50,15 @@ def test_runs_list_and_compare(runs_root: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (("report", "missing"), "no run directory at missing"),
+    (("report", "not_a_run"), "not_a_run is not a run directory"),
     (("runs", "compare", "runs/a"), "needs at least two run directories"),
     (("runs", "list", "runs/a"), "takes no run directories"),
 ])
 def test_inspect_errors_are_one_line_exit_2(runs_root: Path, args: tuple, message: str) -> None:
+    (runs_root / "not_a_run").mkdir(exist_ok=True)
+    (runs_root / "not_a_run" / "notes.txt").write_text("not a run\n")
     result = cli(*args, cwd=runs_root)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (runs_root / "not_a_run").iterdir()) == ["notes.txt"]  # nothing written

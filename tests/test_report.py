@@ -143,6 +143,15 @@ def test_report_of_a_missing_directory_is_a_clear_error(tmp_path):
         write_report(tmp_path / "missing")
 
 
+def test_report_of_a_directory_that_is_not_a_run_writes_nothing(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"")
+    with pytest.raises(tw.ConfigError, match=r"photos is not a run directory \(no metrics.jsonl, config.yaml "
+                                             r"or summary.json\)"):
+        write_report(tmp_path / "photos")
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == ["cat.jpg"]
+
+
 @pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="chromium is not installed")
 def test_report_renders_in_headless_chromium(tmp_path):
     """The page loads offline in a real browser, and the screenshot is not blank."""

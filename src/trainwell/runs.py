@@ -20,6 +20,7 @@ from trainwell.verdict import of_kind, read_records
 
 RUNNING_WINDOW_S = 300  # metrics.jsonl written this recently, with no end record: still running
 HIDDEN_CONFIG_KEYS = ("run_dir",)  # differs between every pair of runs by construction
+RUN_FILES = ("metrics.jsonl", "config.yaml", "summary.json")  # a directory with none of these is not a run
 
 
 @dataclass
@@ -106,13 +107,17 @@ class Run:
 def load_run(run_dir: str | Path) -> Run:
     """Parse a run directory; missing or unreadable files leave their part empty.
 
-    Raises ConfigError (exit 2 on the command line) when ``run_dir`` is not a directory.
+    Raises ConfigError (exit 2 on the command line) when ``run_dir`` is missing or holds none
+    of a run's files.
     """
     import yaml
 
     path = Path(run_dir)
     if not path.is_dir():
         raise ConfigError(f"no run directory at {path}; `trainwell runs list` shows the runs under ./runs")
+    if not is_run_dir(path):
+        raise ConfigError(f"{path} is not a run directory (no {', '.join(RUN_FILES[:-1])} or {RUN_FILES[-1]}); "
+                          "`trainwell runs list` shows the runs under ./runs")
     run = Run(path, records=read_records(path))
     try:
         config = yaml.safe_load((path / "config.yaml").read_text())
@@ -127,6 +132,11 @@ def load_run(run_dir: str | Path) -> Run:
     return run
 
 
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds any of the files a run writes."""
+    return any((path / name).is_file() for name in RUN_FILES)
+
+
 def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
     """One row per run directory under ``root`` (oldest first): name, recipe, date, epochs,
     best validation metrics, test metrics and status."""
@@ -135,7 +145,7 @@ def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
         return []
     rows = []
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
-        if not ((path / "config.yaml").exists() or (path / "metrics.jsonl").exists()):
+        if not is_run_dir(path):
             continue
         run = load_run(path)
         best, test = run.best(), run.test()
