@@ -56,7 +56,7 @@ def test_truncated_checkpoint_is_skipped_and_resume_stays_exact(tmp_path: Path, 
     result = subprocess.run([sys.executable, str(Path(__file__).with_name("resume_job.py")), str(run_dir), "dropout"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert f"skipping checkpoint {newest}" in result.stderr
+    assert f"skipped checkpoint {newest}" in result.stderr
     assert bitwise_equal(final_weights(run_dir), references("dropout"))
 
 

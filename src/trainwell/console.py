@@ -53,9 +53,11 @@ class ConsoleReporter:
         self._last_lr = metrics.get("lr", self._last_lr)
 
     def log(self, record: dict[str, Any], step: int) -> None:
-        """Health-guard interventions are shown as they happen."""
+        """Health-guard interventions and the trainer's notices (a resume, a skipped checkpoint) as they happen."""
         if record.get("kind") == "intervention":
             self.console.print(f"[yellow]! step {record['step']}: {record['cause']} -> {record['action']}[/yellow]")
+        elif record.get("kind") == "notice":
+            self.console.print(f"trainwell: {record['message']}", markup=False)
 
     def on_fit_end(self, trainer: Any, history: dict) -> None:
         if trainer.stop_reason:

@@ -1,12 +1,16 @@
-"""The run directory: metrics.jsonl, checkpoints/, model.safetensors and the best weights.
+"""The run directory: config.yaml, metrics.jsonl, checkpoints/, the weights, the curves and summary.json.
 
 A callback the trainer adds (last, so every other callback's state is already updated
-when a checkpoint is written) whenever ``run_dir`` is given.
+when a checkpoint is written) whenever ``run_dir`` is given. ``report.html`` is written
+by the command line and by ``trainwell report RUN_DIR`` (rendering it takes a few seconds).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,9 @@ from trainwell.loggers import CsvLogger, JsonlLogger, TensorBoardLogger
 
 FINAL_WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "model-best.safetensors"
+CONFIG = "config.yaml"
+SUMMARY = "summary.json"
+CURVES = "learning_curves.png"
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -71,8 +78,10 @@ class RunDirectory:
 
     # -- events
 
-    def on_fit_start(self, trainer: Any, resume: Any = None, **_: Any) -> None:
+    def on_fit_start(self, trainer: Any, epochs: int, resume: Any = None, **_: Any) -> None:
         ensure_writable(self.checkpoints)
+        if not (self.path / CONFIG).exists():  # a library run; the command line writes its own
+            write_yaml(self.path / CONFIG, library_config(trainer, epochs))
         for leftover in self.checkpoints.glob(".*.tmp"):  # a write cut short by a crash
             leftover.unlink(missing_ok=True)
         fresh = trainer.step == 0 and trainer.epoch == 0 and trainer.position == 0
@@ -114,18 +123,25 @@ class RunDirectory:
         self.save_checkpoint(trainer)
 
     def on_fit_end(self, trainer: Any, history: dict) -> None:
+        from trainwell.plotting import plot_learning_curves
+
         save_weights(trainer.model, self.path / FINAL_WEIGHTS)
         # Close the CSV and TensorBoard writers (TensorBoard's flushes on a thread of its own);
         # metrics.jsonl stays open for the records written after fit, such as test metrics.
         for logger in self.loggers[1:]:
             logger.close()
         self.loggers = self.loggers[:1]
-
-    # -- files
+        plot_learning_curves(trainer.history, self.path / CURVES)
+        update_summary(self.path, model=type(trainer.model).__name__, status=trainer.stop_reason or "completed",
+                       epochs=trainer.epoch, steps=trainer.step)
 
     def log(self, record: dict[str, Any], step: int) -> None:
         for logger in self.loggers:
             logger.log(record, step)
+        if record.get("kind") == "test" and self.loggers:  # after fit: the summary holds the test metrics
+            update_summary(self.path, **{k: v for k, v in record.items() if k != "kind"})
+
+    # -- files
 
     def close(self) -> None:
         for logger in self.loggers:
@@ -153,6 +169,57 @@ class RunDirectory:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_value, self.best_checkpoint = state["best_value"], state["best_checkpoint"]
         self.milestones = list(state["milestones"])
+
+
+def update_summary(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``run_dir/summary.json`` and refresh its health verdict (``"health"``:
+    a list of findings, each ``{"code", "severity", "title", "evidence", "suggestion"}``)."""
+    from trainwell.verdict import diagnose, read_records
+
+    path = run_dir / SUMMARY
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary.update(fields)
+    config = read_config(run_dir)
+    summary["health"] = [asdict(f) for f in diagnose(read_records(run_dir), config)]
+    checkpoint.atomic_write(path, lambda f: f.write(json.dumps(summary, indent=1).encode()))
+    return summary
+
+
+def library_config(trainer: Any, epochs: int) -> dict[str, Any]:
+    """What a run started from Python was trained with, in the words of its arguments."""
+    group = trainer.optimizer.param_groups[0]
+    loss = trainer.loss_fn
+    return {"model": type(trainer.model).__name__, "optimizer": type(trainer.optimizer).__name__,
+            "lr": group["lr"], "weight_decay": group.get("weight_decay", 0.0),
+            "loss_fn": None if loss is None else getattr(loss, "__name__", type(loss).__name__),
+            "scheduler": _scheduler_name(trainer.scheduler), "grad_clip_norm": trainer.grad_clip_norm, "epochs": epochs,
+            "precision": trainer.precision, "device": str(trainer.device), "seed": trainer.seed,
+            "run_dir": str(trainer.run_dir)}
+
+
+def _scheduler_name(spec: Any) -> str | None:
+    from trainwell.schedules import parse_schedule_spec
+
+    if spec is None or isinstance(spec, (str, tuple, Mapping)):
+        return spec and parse_schedule_spec(spec)[0]
+    return type(spec).__name__
+
+
+def write_yaml(path: Path, values: dict[str, Any]) -> None:
+    import yaml
+
+    checkpoint.atomic_write(path, lambda f: f.write(yaml.safe_dump(values, sort_keys=False).encode()))
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """``run_dir/config.yaml`` as a dict ({} when missing or unreadable)."""
+    import yaml
+
+    try:
+        values = yaml.safe_load((run_dir / CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return values if isinstance(values, dict) else {}
 
 
 def _name(step: int) -> str:

@@ -3,39 +3,48 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from trainwell.cli.resume import AlreadyComplete, find_resume, resumed_config
 from trainwell.config import FIELDS, TrainConfig, validate
 from trainwell.errors import ConfigError, Interrupted, TrainingError, TrainwellError
 
 RUNS = Path("runs")
 
 
-def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """Recipe defaults < the run being resumed < CONFIG.yaml < command-line options."""
+def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Path, Path | str | None]:
+    """(config, run directory, checkpoint to resume from: a path, "auto" or None).
+
+    A new run: recipe defaults < CONFIG.yaml < command-line options. A resumed run keeps
+    the config it was started with; options may only extend it (see ``cli.resume``).
+    """
     from trainwell.recipes import recipe_defaults
 
     given = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
     sources = {name: f"--{name.replace('_', '-')}" for name in given}
     if args.gpu:
         given["device"], sources["device"] = "cuda", "--gpu"
-    file_values: dict[str, Any] = {}
     target = args.target
     if target is not None and (target.endswith((".yaml", ".yml")) or Path(target).is_file()):
         file_values = read_yaml(Path(target))
+        sources.update({name: f"{target}: {name}" for name in file_values if name not in given})
+        given = {**file_values, **given}
         target = file_values.get("recipe")
-    resumed: dict[str, Any] = {}
-    if args.resume not in (None, "auto"):
-        resumed = read_yaml(Path(args.resume) / "config.yaml")
-        resumed["run_dir"] = args.resume
-    recipe = str(target or resumed.get("recipe") or "mnist")
-    raw = {**recipe_defaults(recipe), **resumed, **file_values, **given, "recipe": recipe}
-    return validate(raw, sources)
+    if args.resume or args.resume_or_start:
+        found = find_resume(args.resume or "auto", given.get("run_dir"), target, RUNS,
+                            must=args.resume is not None)
+        if found is not None:
+            run_dir, checkpoint, saved = found
+            config = resumed_config(saved, given, sources, run_dir)
+            return config, run_dir, checkpoint
+    recipe = str(target or "mnist")
+    config = validate({**recipe_defaults(recipe), **given, "recipe": recipe}, sources)
+    run_dir = Path(config.run_dir) if config.run_dir else RUNS / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return config, run_dir, None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -52,38 +61,42 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return values
 
 
-def pick_run_dir(config: TrainConfig, resume: str | None) -> Path:
-    if config.run_dir is not None:
-        return Path(config.run_dir)
-    if resume == "auto":
-        previous = sorted(RUNS.glob(f"{config.recipe}-*"))
-        if previous:
-            return previous[-1]
-    return RUNS / f"{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def run(args: argparse.Namespace) -> int:
-    config = resolve_config(args)
-    run_dir = pick_run_dir(config, args.resume)
+    """The whole command under one signal guard: SIGTERM/SIGINT never leave a half-written run directory."""
+    from trainwell.runtime import stop_on_signals
+
+    received: list[str] = []
+    with stop_on_signals(received.append):
+        try:
+            return _run(args, received)
+        except AlreadyComplete as done:
+            print(f"trainwell: {done}")
+            return 0
+
+
+def _run(args: argparse.Namespace, received: list[str]) -> int:
+    config, run_dir, checkpoint = resolve_config(args)
     from trainwell.recipes import get_recipe
-    from trainwell.rundir import ensure_writable
+    from trainwell.rundir import CONFIG, ensure_writable, write_yaml
     from trainwell.runtime import check_precision, resolve_device, seed_everything
 
     device = resolve_device(config.device)  # every user error before anything is written
     check_precision(config.precision, device)
-    if not args.resume and any((run_dir / "checkpoints").glob("*.ckpt")):
+    if checkpoint is None and any((run_dir / "checkpoints").glob("*.ckpt")) and not args.resume_or_start:
         raise ConfigError(f"run directory {run_dir} already holds a run; add --resume to continue it "
                           "or choose another --run-dir")
     seed_everything(config.seed)
     parts = get_recipe(config.recipe).build(config, device)
     ensure_writable(run_dir)
-    import yaml
+    if received:
+        print(f"trainwell: interrupted by {received[0]} before training started; nothing was trained")
+        return 0
+    write_yaml(run_dir / CONFIG, {**asdict(config), "run_dir": str(run_dir)})
+    return train(config, parts, device, run_dir, checkpoint, received)
 
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({**asdict(config), "run_dir": str(run_dir)}, sort_keys=False))
-    return train(config, parts, device, run_dir, resume="auto" if args.resume else None)
 
-
-def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, resume: str | None) -> int:
+def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, checkpoint: Path | str | None,
+          received: list[str]) -> int:
     """Train the recipe's parts; exit 1 with a diagnosis if training fails."""
     from rich.console import Console
 
@@ -104,13 +117,16 @@ def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, resume: s
     )
     started = time.perf_counter()
     try:
-        trainer.fit(parts.train, parts.val, epochs=config.epochs, resume=resume, accumulation_steps=config.accumulate)
+        trainer.fit(parts.train, parts.val, epochs=config.epochs, resume=checkpoint, accumulation_steps=config.accumulate)
     except Interrupted as e:
         console.print(f"trainwell: {e}.\nResume with: trainwell train --resume {run_dir}")
         return 0
     except TrainingError as e:
+        from trainwell.rundir import update_summary
+
         print(f"trainwell: training stopped: {e}", file=sys.stderr)
-        finish(run_dir, config, console)
+        update_summary(run_dir, recipe=config.recipe, status=f"failed: {e}", epochs=trainer.epoch, steps=trainer.step)
+        finish(run_dir, console)
         return 1
     except TrainwellError:
         raise
@@ -121,32 +137,43 @@ def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, resume: s
         print(f"trainwell: last good checkpoint: {latest(run_dir / 'checkpoints') or 'none yet'}", file=sys.stderr)
         return 1
     wall = time.perf_counter() - started
-    summary = {"recipe": config.recipe, "status": trainer.stop_reason or "completed", "epochs": trainer.epoch,
-               "steps": trainer.step, "wall_time_s": round(wall, 2)}
+    if trainer.resumed_from is not None and trainer.samples_trained == 0:
+        return 0  # already complete: the trainer said so, and every file stays as it was
     if parts.test is not None:
-        results = trainer.test(parts.test)
-        summary.update(results)
-        console.print(test_line(results))
-    from trainwell.plotting import plot_learning_curves
+        console.print(test_line(trainer.test(parts.test)))
+    from trainwell.rundir import update_summary
 
-    plot_learning_curves(trainer.history, run_dir / "learning_curves.png")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    throughput = sum(trainer.history["samples_per_sec"]) / max(len(trainer.history["samples_per_sec"]), 1)
-    console.print(f"Trained {trainer.epoch} epochs ({trainer.step} steps) in {wall:.1f}s, "
-                  f"{throughput:,.0f} training samples/s on average.")
-    finish(run_dir, config, console)
+    update_summary(run_dir, recipe=config.recipe, wall_time_s=round(wall, 2))
+    console.print(trained_line(trainer, wall))
+    finish(run_dir, console)
+    if received:
+        console.print(f"trainwell: {received[0]} arrived after training; the run was finished first")
     console.print(f"Wrote {run_dir}/: config.yaml, metrics.jsonl, epochs.csv, tensorboard/, checkpoints/, "
                   f"model.safetensors{', model-best.safetensors' if parts.val is not None else ''}, "
                   "learning_curves.png, summary.json, report.html")
     return 0
 
 
-def finish(run_dir: Path, config: TrainConfig, console: Any) -> None:
-    """The health verdict in plain words, and the one-file report."""
+def trained_line(trainer: Any, wall: float) -> str:
+    """What this process trained, honestly: a resumed run counts only the epochs and samples it did."""
+    throughput = trainer.samples_trained / max(trainer.train_seconds, 1e-9)
+    rate = f"{throughput:,.0f} training samples/s ({trainer.samples_trained:,} samples in {trainer.train_seconds:.1f}s of training)"
+    resumed = trainer.resumed_from
+    if resumed is None:
+        return f"Trained {trainer.epoch} epochs ({trainer.step} steps) in {wall:.1f}s: {rate}."
+    first = resumed["epoch"] + 1
+    epochs = f"epoch {first}" if first == trainer.epoch else f"epochs {first}-{trainer.epoch}"
+    return (f"Trained {epochs} ({trainer.step - resumed['step']} steps, resumed from step {resumed['step']}) "
+            f"in {wall:.1f}s: {rate}.")
+
+
+def finish(run_dir: Path, console: Any) -> None:
+    """The health verdict in plain words (the same findings as summary.json), and the one-file report."""
     from trainwell.report import write_report
+    from trainwell.rundir import read_config
     from trainwell.verdict import diagnose, format_verdict, read_records
 
-    console.print(format_verdict(diagnose(read_records(run_dir), asdict(config))))
+    console.print(format_verdict(diagnose(read_records(run_dir), read_config(run_dir))))
     write_report(run_dir)
 
 
