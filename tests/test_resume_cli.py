@@ -112,3 +112,12 @@ def test_sigterm_while_the_report_is_written_still_finishes_the_run(tmp_path):
     assert "SIGTERM arrived after training; the run was finished first" in result.stdout
     assert (tmp_path / "run" / "report.html").stat().st_size > 1000
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_extending_a_cosine_run_is_refused_before_anything_is_rewritten(tmp_path):
+    args = ("train", "xor", "--epochs", 2, "--num-samples", 160, "--run-dir", "run", "--schedule", "warmup-cosine")
+    assert trainwell(*args, cwd=tmp_path).returncode == 0
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    line = one_error_line(trainwell("train", "--resume", "run", "--epochs", 3, cwd=tmp_path))
+    assert "--epochs 3 would change the length of the run's warmup-cosine schedule, which was built for 2 epochs" in line
+    assert (tmp_path / "run" / "config.yaml").read_text() == config

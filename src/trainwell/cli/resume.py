@@ -89,6 +89,10 @@ def resumed_config(saved: dict[str, Any], given: dict[str, Any], sources: dict[s
         if name not in RESUMABLE:
             raise ConfigError(f"{option} {after!r} differs from the run being resumed ({before!r}): a resumed run "
                               f"keeps the config it started with; drop {option}, or start a new run")
+        if name == "epochs" and (config.schedule not in ("constant", "plateau") or config.warmup):
+            raise ConfigError(f"{option} {after} would change the length of the run's {config.schedule} schedule, "
+                              f"which was built for {before} epochs (past its end the learning rate stays at its "
+                              "final value); resume without it, or start a new run")
         if name == "epochs":
             print(f"trainwell: {'extending' if after > before else 'shortening'} the run from {before} to {after} "
                   f"epochs ({option})")
