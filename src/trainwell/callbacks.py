@@ -69,7 +69,7 @@ class EarlyStopping(Callback):
         if self(value):
             raise StopTraining(
                 f"early stopping: {monitor} has not improved for {self.patience} epochs "
-                f"(best {self.best:.4f} at epoch {self.best_epoch})"
+                f"(best {self.best:.4g} at epoch {self.best_epoch})"
             )
 
     def on_fit_end(self, trainer: Any, history: dict) -> None:

@@ -1,5 +1,6 @@
 """Per-layer gradient flow (seed 001's bonus): gradient norm, weight norm and the update/weight
-ratio of every parameter tensor, every ``every`` optimizer steps.
+ratio of every parameter tensor, every ``every`` optimizer steps, with each tensor's number of
+dimensions (the verdict judges vanishing gradients on weight matrices, not on 1-D biases).
 
 Cheap enough to leave on: one fused norm over all gradients and weights on the chosen
 steps, plus a copy of the weights for the update ratio; nothing on the other steps.
@@ -33,7 +34,8 @@ class GradientFlow:
         weights = [p.detach() for _, p in named]
         grad_norms = torch._foreach_norm([p.grad for _, p in named])
         self._before = copy_state(weights, reuse=self._before)
-        self._pending = {"names": names, "grad_norms": grad_norms, "before": self._before, "weights": weights}
+        self._pending = {"names": names, "grad_norms": grad_norms, "before": self._before, "weights": weights,
+                         "ndim": {n: p.ndim for n, p in named}}
 
     def on_step_end(self, trainer: Any, **_: Any) -> None:
         if self._pending is None:
@@ -48,4 +50,5 @@ class GradientFlow:
             name: {"grad_norm": g, "weight_norm": w, "update_ratio": u / w if w > 0 else 0.0}
             for name, g, w, u in zip(pending["names"], *table)
         }
-        trainer.log({"kind": "layers", "step": trainer.step, "epoch": trainer.epoch + 1, "layers": layers})
+        trainer.log({"kind": "layers", "step": trainer.step, "epoch": trainer.epoch + 1, "layers": layers,
+                     "ndim": pending["ndim"]})

@@ -12,6 +12,11 @@ from trainwell.data import InMemoryLoader
 from trainwell.optim import make_optimizer
 from trainwell.recipes import Parts
 
+# Early stopping counts an epoch as progress only if the validation loss improves by more than this
+# (in nats, the unit of the recipes' cross-entropy losses): xor's loss creeping down by 1e-7 an epoch
+# near zero is not progress, and with min_delta 0 its patience of 20 never ran out in 200 epochs.
+EARLY_STOPPING_MIN_DELTA = 1e-4
+
 
 def assemble(config: TrainConfig, device: torch.device, model: torch.nn.Module, loss_fn: Any,
              splits: tuple, **extra: Any) -> Parts:
@@ -26,7 +31,7 @@ def assemble(config: TrainConfig, device: torch.device, model: torch.nn.Module, 
     if config.schedule != "constant" or config.warmup:
         name = "warmup-cosine" if config.schedule == "constant" else config.schedule
         schedule = (name, {"warmup_steps": config.warmup}) if config.warmup else name
-    callbacks = [EarlyStopping(patience=config.patience)] if config.patience else []
+    callbacks = [EarlyStopping(patience=config.patience, min_delta=EARLY_STOPPING_MIN_DELTA)] if config.patience else []
 
     def loader(x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> InMemoryLoader | None:
         return InMemoryLoader(x, y, batch_size=config.batch_size, shuffle=shuffle, seed=config.seed) if len(x) else None
