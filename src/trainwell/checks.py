@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from trainwell.data import InMemoryLoader, num_batches
-from trainwell.errors import DataError
+from trainwell.errors import ConfigError, DataError
 from trainwell.metrics import classification_kind
 
 _SHAPE_ERRORS = ("shape", "size mismatch", "mat1 and mat2", "must match the size", "expected input")
@@ -26,6 +26,17 @@ _ELEMENTWISE = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
 _ELEMENTWISE_FUNCTIONS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
 _CROSS_ENTROPY = (nn.CrossEntropyLoss, nn.NLLLoss)
 _CROSS_ENTROPY_FUNCTIONS = (F.cross_entropy, F.nll_loss)
+
+
+def check_options(grad_clip_norm: float | None, grad_norm_every: Any, checkpoint_every_steps: int | None,
+                  run_dir: Any) -> None:
+    """ConfigError for a Trainer option that cannot work, before anything is built."""
+    if grad_clip_norm is not None and not grad_clip_norm > 0:
+        raise ConfigError(f"grad_clip_norm must be > 0, got {grad_clip_norm}")
+    if not isinstance(grad_norm_every, int) or grad_norm_every < 1:
+        raise ConfigError(f"grad_norm_every must be a whole number of at least 1, got {grad_norm_every!r}")
+    if checkpoint_every_steps is not None and (checkpoint_every_steps < 1 or run_dir is None):
+        raise ConfigError("checkpoint_every_steps needs run_dir and a value of at least 1")
 
 
 def check_finite(tensors: Any, where: str, what: str = "inputs", rows: Any = None) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from trainwell import checkpoint
 from trainwell.errors import CheckpointError, ConfigError
+from trainwell.events import Event
 from trainwell.metrics import EpochMeter
 from trainwell.runtime import rng_state, set_rng_state
 
@@ -40,6 +41,21 @@ def capture(trainer: Any) -> dict[str, Any]:
         "callbacks": trainer.events.state_dict(),
         "rng": rng_state(),
     }
+
+
+def save(trainer: Any, path: Path, wait: bool, then: Callable[[Path], None] | None) -> Path:
+    """Capture the state now and write it to ``path`` (on the trainer's background writer)."""
+
+    def written(done: Path) -> None:
+        trainer.last_checkpoint = done
+        if then is not None:
+            then(done)
+
+    trainer._writer.submit(trainer.state_dict(), path, then=written)
+    trainer.events(Event.CHECKPOINT, trainer, path=path)
+    if wait:
+        trainer.wait_for_checkpoints()
+    return path
 
 
 def restore(trainer: Any, state: Mapping[str, Any]) -> None:

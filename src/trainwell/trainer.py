@@ -19,12 +19,12 @@ from torch import nn
 
 from trainwell import checkpoint, state
 from trainwell.records import end_record, start_record
-from trainwell.checks import check_dataset, check_window, first_batch
+from trainwell.checks import check_dataset, check_options, check_window, first_batch
 from trainwell.data import InMemoryLoader, epoch_batches, num_batches, unpack, windows
 from trainwell.errors import ConfigError, DataError, Interrupted, TrainwellError
 from trainwell.events import Dispatcher, Event, SkipStep, StopTraining, default_callbacks
 from trainwell.metrics import EpochMeter, accuracy_inputs, classification_kind
-from trainwell.optim import OptimizerStep, global_norm
+from trainwell.optim import GradientClipper, OptimizerStep
 from trainwell.runtime import (autocast, check_precision, peak_memory, place_on_device, resolve_device,
                                seed_everything, set_rng_state, stop_on_signals, to_device)
 from trainwell.schedules import ScheduleDriver, drive, run_length
@@ -67,21 +67,15 @@ class Trainer:
     ):
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
-        if grad_clip_norm is not None and not grad_clip_norm > 0:
-            raise ConfigError(f"grad_clip_norm must be > 0, got {grad_clip_norm}")
-        if not isinstance(grad_norm_every, int) or grad_norm_every < 1:
-            raise ConfigError(f"grad_norm_every must be a whole number of at least 1, got {grad_norm_every!r}")
-        if checkpoint_every_steps is not None and (checkpoint_every_steps < 1 or run_dir is None):
-            raise ConfigError("checkpoint_every_steps needs run_dir and a value of at least 1")
+        check_options(grad_clip_norm, grad_norm_every, checkpoint_every_steps, run_dir)
         if seed is not None:
             seed_everything(seed)
         self.model = model.to(self.device)
-        self._params = list(self.model.parameters())
         self.optimizer = optimizer
         self._optimizer_step = OptimizerStep(optimizer)
         self.loss_fn = loss_fn
         self.grad_clip_norm = grad_clip_norm
-        self.grad_norm_every = grad_norm_every
+        self._clipper = GradientClipper(self.model.parameters(), grad_clip_norm, grad_norm_every)
         self.scheduler = scheduler
         self.scheduler_interval = scheduler_interval
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "16" else None
@@ -239,7 +233,7 @@ class Trainer:
         self.position += len(window)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = self._clip_gradients()  # None on steps where it is not measured
+        grad_norm = self._clipper(self.step, self._meter.norms == 0)  # None on steps it is not measured
         try:
             self.events.step_event(Event.BEFORE_STEP, self, window_loss, grad_norm)
         except SkipStep:
@@ -288,11 +282,9 @@ class Trainer:
             data = InMemoryLoader(data, batch_size=batch_size, shuffle=False)
         outputs = []
         for batch in data:
-            inputs = batch if isinstance(batch, (torch.Tensor, Mapping)) else batch[0]
-            inputs = to_device(inputs, self.device)
+            inputs = to_device(batch if isinstance(batch, (torch.Tensor, Mapping)) else batch[0], self.device)
             with self._autocast:
-                out = self._call_model(inputs)
-            outputs.append(getattr(out, "logits", out).float().cpu())
+                outputs.append(getattr(out := self._call_model(inputs), "logits", out).float().cpu())
         self.model.train(was_training)
         return torch.cat(outputs) if outputs else torch.empty(0)
 
@@ -336,24 +328,6 @@ class Trainer:
             if "out of bounds" in str(e):
                 raise DataError(f"a label is outside the model's {logits.shape[-1]} outputs ({e})") from e
             raise
-
-    def _clip_gradients(self) -> torch.Tensor | None:
-        """The global L2 norm before clipping (a device tensor: no host sync), and the clipping.
-
-        Measured on every step when clipping (the clip needs it); otherwise on each epoch's
-        first step and every ``grad_norm_every`` steps: reading every gradient costs about 4%
-        of a small model's step.
-        """
-        measured_this_epoch = self._meter.norms > 0
-        if self.grad_clip_norm is None and measured_this_epoch and (self.step + 1) % self.grad_norm_every:
-            return None
-        grads = [p.grad for p in self._params if p.grad is not None]
-        if not grads:
-            raise ConfigError("no parameter received a gradient; is the loss connected to the model?")
-        norm = global_norm(grads)
-        if self.grad_clip_norm is not None:
-            torch.nn.utils.clip_grads_with_norm_(self._params, self.grad_clip_norm, norm)
-        return norm
 
     def _evaluate(self, dataloader: Iterable, prefix: str) -> dict[str, float]:
         was_training = self.model.training
@@ -408,18 +382,7 @@ class Trainer:
         With ``wait=False`` the state is captured now and written on a background thread
         (``then(path)`` runs once it is on disk); ``wait_for_checkpoints()`` waits for it.
         """
-        path = Path(path)
-
-        def written(done: Path) -> None:
-            self.last_checkpoint = done
-            if then is not None:
-                then(done)
-
-        self._writer.submit(self.state_dict(), path, then=written)
-        self.events(Event.CHECKPOINT, self, path=path)
-        if wait:
-            self.wait_for_checkpoints()
-        return path
+        return state.save(self, Path(path), wait=wait, then=then)
 
     def wait_for_checkpoints(self) -> None:
         """Block until every checkpoint written in the background is on disk (raises its error)."""
