@@ -44,7 +44,7 @@ def main() -> None:
         args.record.write_text(json.dumps(results, indent=1) + "\n")
     print(scenario_table(results, before))
     print()
-    print(precision_recall_table(results))
+    print(precision_recall_table(results, before))
 
 
 def scenario_table(results: dict[str, list[str]], before: dict[str, list[str]]) -> str:
@@ -66,27 +66,35 @@ def _mark(scenario, found: list[str] | None) -> str:
     return ", ".join(found) + (" ✗" if wrong else " ✓")
 
 
-def precision_recall_table(results: dict[str, list[str]]) -> str:
-    """Per code: a scenario requiring only that code (or forbidding it) is a labelled case; a found
-    code is a true positive where required, a false positive where forbidden."""
-    rows = ["| finding code | true positives | false positives | missed | precision | recall |",
-            "|---|---|---|---|---|---|"]
-    by_name = {s.name: s for s in SCENARIOS}
+def precision_recall_table(results: dict[str, list[str]], before: dict[str, list[str]]) -> str:
+    """Per code, over the suite: a found code is a true positive where it is required, a false
+    positive where it is forbidden; a required code not found (and no alternative found) is missed."""
+    rows = ["| finding code | true positives | false positives | missed | precision | recall | "
+            "precision before | recall before |", "|---|---|---|---|---|---|---|---|"]
     for code in CODES:
-        tp = fp = fn = 0
-        for name, found in results.items():
-            s = by_name[name]
-            required_here = s.required == (code,) or (code in s.required and not set(found) & set(s.required) - {code})
-            if code in found and code in s.required:
-                tp += 1
-            elif code in found and code in s.forbidden:
-                fp += 1
-            elif code not in found and required_here:
-                fn += 1
-        precision = f"{tp / (tp + fp):.0%}" if tp + fp else "n/a"
-        recall = f"{tp / (tp + fn):.0%}" if tp + fn else "n/a"
-        rows.append(f"| `{code}` | {tp} | {fp} | {fn} | {precision} | {recall} |")
+        tp, fp, fn = _counts(code, results)
+        old = _counts(code, {name: before[name] for name in results if name in before})
+        rows.append(f"| `{code}` | {tp} | {fp} | {fn} | {_share(tp, tp + fp)} | {_share(tp, tp + fn)} | "
+                    f"{_share(old[0], old[0] + old[1])} | {_share(old[0], old[0] + old[2])} |")
     return "\n".join(rows)
+
+
+def _counts(code: str, results: dict[str, list[str]]) -> tuple[int, int, int]:
+    by_name = {s.name: s for s in SCENARIOS}
+    tp = fp = fn = 0
+    for name, found in results.items():
+        s = by_name[name]
+        if code in found and code in s.required:
+            tp += 1
+        elif code in found and code in s.forbidden:
+            fp += 1
+        elif code in s.required and not set(found) & set(s.required):
+            fn += 1
+    return tp, fp, fn
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "n/a"
 
 
 if __name__ == "__main__":
