@@ -11,11 +11,13 @@ from trainwell.data import InMemoryLoader
 def start_record(trainer: Any, train_data: Iterable) -> dict[str, Any]:
     """Device, precision, size, where a resume picked the run up, and the memory estimate."""
     from trainwell import memory
+    from trainwell.health import HealthGuard
 
     example = train_data.tensors[0][: train_data.batch_size] if isinstance(train_data, InMemoryLoader) else None
     return {"kind": "start", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(trainer.device),
             "precision": trainer.precision, "step": trainer.step, "epoch": trainer.epoch,
             "num_params": sum(p.numel() for p in trainer.model.parameters()), "resumed_from": trainer.resumed_from,
+            "health_guard": any(isinstance(cb, HealthGuard) for cb in trainer.callbacks),
             "memory": memory.estimate(trainer.model, trainer.optimizer, example)}
 
 
