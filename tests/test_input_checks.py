@@ -138,3 +138,21 @@ def test_a_library_run_directory_is_complete(tmp_path):
     assert {f["severity"] for f in summary["health"]} <= {"ok", "warning", "problem"}
     trainer.test(tw.InMemoryLoader(x, y, batch_size=32))
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["test_samples"] == 64
+
+
+def test_a_verbose_resume_says_where_it_picked_up_and_a_quiet_one_does_not_warn(tmp_path, capsys, recwarn):
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+
+    def trainer(verbose: bool) -> tw.Trainer:
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        return tw.Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), device="cpu",
+                          seed=0, run_dir=tmp_path / "run", checkpoint_every_steps=6, verbose=verbose)
+
+    trainer(False).fit(tw.InMemoryLoader(x, y, batch_size=16), epochs=2)
+    capsys.readouterr()
+    trainer(True).fit(tw.InMemoryLoader(x, y, batch_size=16), epochs=3, resume="auto")
+    out = capsys.readouterr().out
+    assert f"trainwell: resumed from step 8 (the start of epoch 3) of {tmp_path / 'run'}" in out
+    trainer(False).fit(tw.InMemoryLoader(x, y, batch_size=16), epochs=3, resume="auto")
+    assert not [w for w in recwarn if "resumed" in str(w.message)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -174,13 +173,13 @@ class RunDirectory:
 def update_summary(run_dir: Path, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into ``run_dir/summary.json`` and refresh its health verdict (``"health"``:
     a list of findings, each ``{"code", "severity", "title", "evidence", "suggestion"}``)."""
-    from trainwell.verdict import diagnose, read_records
+    from trainwell.verdict import diagnose, findings_as_data, read_records
 
     path = run_dir / SUMMARY
     summary = json.loads(path.read_text()) if path.is_file() else {}
     summary.update(fields)
     config = read_config(run_dir)
-    summary["health"] = [asdict(f) for f in diagnose(read_records(run_dir), config)]
+    summary["health"] = findings_as_data(diagnose(read_records(run_dir), config))
     checkpoint.atomic_write(path, lambda f: f.write(json.dumps(summary, indent=1).encode()))
     return summary
 
