@@ -58,7 +58,7 @@ def test_yaml_boolean_epochs_is_rejected(tmp_path, capsys, monkeypatch):
     (tmp_path / "exp.yaml").write_text("recipe: xor\nepochs: true\n")
     assert main(["train", "exp.yaml"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "'epochs'" in err[0] and "integer" in err[0] and "True" in err[0], err
+    assert len(err) == 1 and "epochs" in err[0] and "integer" in err[0] and "True" in err[0], err
     assert not (tmp_path / "runs").exists()  # nothing written
 
 

@@ -164,3 +164,75 @@ def test_report_renders_in_headless_chromium(tmp_path):
                     f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,3000",
                     path.as_uri()], check=True, capture_output=True, timeout=60)
     assert shot.stat().st_size > 50_000
+
+
+# --------------------------------------------------------------------------- what a reader of the page sees
+
+
+def test_report_title_names_the_recipe_else_the_model_else_the_directory(tmp_path):
+    epoch = [{"kind": "epoch", "step": 5, "epoch": 1, "train_loss": 0.5}]
+    library = write_run(tmp_path / "mine", epoch, summary={"model": "TinyNet", "status": "completed"})
+    assert "<h1>TinyNet run: completed</h1>" in write_report(library).read_text()
+    bare = write_run(tmp_path / "exp-3", epoch)
+    assert "<h1>exp-3 run:" in write_report(bare).read_text()
+    recipe = write_run(tmp_path / "r", epoch, config={"recipe": "xor"}, summary={"model": "Sequential"})
+    assert "<h1>xor run:" in write_report(recipe).read_text()
+    assert "? run" not in write_report(library).read_text()
+
+
+def test_update_ratio_axis_labels_only_powers_of_ten(tmp_path):
+    """Minor log labels (2x10^-3, 3x10^-3, ...) overlapped on the narrow update/weight panel."""
+    found = sections(write_report(write_run(tmp_path / "run", full_records(), CONFIG)).read_text())
+    flow = found["Gradient flow per layer"]
+    assert "10^{-3}" in flow and "\\times" not in flow
+
+
+def test_data_wait_threshold_is_in_the_legend(tmp_path):
+    found = sections(write_report(write_run(tmp_path / "run", full_records(), CONFIG)).read_text())
+    assert "warning level (30%)" in found["Throughput and data loading"]
+
+
+def test_memory_section_explains_estimate_versus_measured_process_memory(tmp_path):
+    memory = sections(write_report(write_run(tmp_path / "run", full_records(), CONFIG)).read_text())["Memory"]
+    assert "Estimated training memory: 3.8 MB" in memory
+    assert "Measured peak process memory (RSS): 4.8 MB" in memory
+    assert "whole process" in memory and "torch&#x27;s own libraries" in memory
+
+
+def test_interventions_section_says_plainly_that_none_were_recorded(tmp_path):
+    records = [r for r in full_records() if r["kind"] != "intervention"]
+    page = write_report(write_run(tmp_path / "on", records, CONFIG)).read_text()
+    assert "None were recorded" in sections(page)["Health-guard interventions"]
+    assert "was not recording" not in page
+    records[0]["health_guard"] = False
+    page = write_report(write_run(tmp_path / "off", records, CONFIG)).read_text()
+    assert "the health guard was off for this run" in sections(page)["Health-guard interventions"]
+
+
+def test_a_long_epoch_table_shows_its_ends_and_folds_the_rest(tmp_path):
+    records = [{"kind": "epoch", "step": e, "epoch": e, "train_loss": 1 / e, "eval_loss": 1 / e} for e in range(1, 201)]
+    table = sections(write_report(write_run(tmp_path / "long", records)).read_text())["Epochs"]
+    visible, folded = table.split("<details>")
+    assert visible.count("<tr>") == 1 + 10 + 1  # header, first 5 and last 5 epochs, the "more" row
+    assert "190 more epochs" in visible and "<td class='num'>200</td>" in visible
+    assert "<summary>All 200 epochs</summary>" in folded and folded.count("<tr>") == 201
+    short = [r for r in records if r["epoch"] <= 10]
+    assert "<details>" not in sections(write_report(write_run(tmp_path / "short", short)).read_text())["Epochs"]
+
+
+def spiky_records():
+    """Four loss spikes 9x the recent loss, two logged steps each: the verdict blames the learning rate."""
+    records = [{"kind": "start", "device": "cpu"}]
+    for step in range(1, 61):
+        loss = 9.0 if step in (20, 21, 40, 41) else 1.0 - step / 200
+        records.append({"kind": "step", "step": step, "epoch": 1 + (step - 1) // 20, "loss": loss, "lr": 0.5})
+    records += [{"kind": "epoch", "step": 20 * e, "epoch": e, "train_loss": 1.5 - 0.1 * e, "lr": 0.5} for e in (1, 2, 3)]
+    return records
+
+
+def test_loss_spikes_the_verdict_cites_are_marked_on_the_step_loss_plot(tmp_path):
+    found = sections(write_report(write_run(tmp_path / "spiky", spiky_records(), {"lr": 0.5})).read_text())
+    assert "too high" in found["Health verdict"]  # the verdict's lr_too_high finding cites the spikes
+    assert "loss spike (4, cited in the verdict)" in found["Loss, learning rate and gradient norm over the steps"]
+    calm = sections(write_report(write_run(tmp_path / "calm", full_records(), CONFIG)).read_text())
+    assert "cited in the verdict" not in calm["Loss, learning rate and gradient norm over the steps"]

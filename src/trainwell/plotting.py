@@ -1,4 +1,5 @@
-"""Learning-curve plots: train vs validation, the best epoch, and an overfitting warning.
+"""Learning-curve plots: train vs validation, the best epoch, and an overfitting warning; several
+runs' curves overlaid; figures as inline SVG for the HTML pages.
 
 Figures are built with `matplotlib.figure.Figure`, never pyplot, so plotting
 works headless and leaves a user's chosen backend alone.
@@ -6,8 +7,11 @@ works headless and leaves a user's chosen backend alone.
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -104,3 +108,67 @@ def _best_epoch(eval_loss: np.ndarray | None) -> int | None:
     if eval_loss is None or not np.isfinite(eval_loss).any():
         return None
     return int(np.argmin(np.where(np.isfinite(eval_loss), eval_loss, np.inf))) + 1
+
+
+def new_figure(width: float, height: float) -> Any:
+    """A pyplot-free figure (headless, leaves the user's backend alone)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def figure_svg(fig: Any, salt: str) -> str:
+    """The figure as an inline ``<svg>`` element (no XML prologue, DOCTYPE or metadata).
+
+    ``salt`` keeps the SVG ids of each plot on a page distinct.
+    """
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):  # text stays text
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    return inline_svg(buffer.getvalue())
+
+
+def inline_svg(svg: str) -> str:
+    """An SVG file's text reduced to its ``<svg>`` element, ready to sit inside HTML."""
+    svg = svg[svg.index("<svg"):]
+    return re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+
+
+def overlay_svg(runs: Sequence[Any]) -> str | None:
+    """Loss and accuracy per epoch of several runs (objects with ``name`` and ``epochs`` records) on
+    shared axes, as inline SVG; None when no run finished an epoch.
+
+    Colour tells the runs apart and line style the split (train dashed with hollow markers,
+    validation solid), both named in the legend, so the two never look alike.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    with_epochs = [r for r in runs if r.epochs]
+    if not with_epochs:
+        return None
+    has_acc = any("train_acc" in e or "eval_acc" in e for r in with_epochs for e in r.epochs)
+    fig = new_figure(12 if has_acc else 7, 4.5)
+    axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
+    splits = (("train", "--", "white", "train (dashed)"), ("eval", "-", None, "validation (solid)"))
+    for i, run in enumerate(with_epochs):
+        color = f"C{i % 10}"
+        for key, style, face, _ in splits:
+            for ax, metric, scale in ((axes[0], "loss", 1),) + (((axes[1], "acc", 100),) if has_acc else ()):
+                points = [(e["epoch"], scale * e[f"{key}_{metric}"]) for e in run.epochs if f"{key}_{metric}" in e]
+                if points:
+                    ax.plot(*zip(*points), style, color=color, marker="o" if len(points) < 20 else None,
+                            markerfacecolor=face or color)
+    run_handles = [Line2D([], [], color=f"C{i % 10}", linewidth=4, label=run.name) for i, run in enumerate(with_epochs)]
+    split_handles = [Line2D([], [], color="0.3", linestyle=style, marker="o", markerfacecolor=face or "0.3", label=label)
+                     for _, style, face, label in splits]
+    for ax, title in zip(axes, ("Loss", "Accuracy (%)")):
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.grid(True, alpha=0.3)
+    # Below the plots, where it hides no curve: the runs by colour, then the splits by line style.
+    handles = run_handles + split_handles
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8, handlelength=3.5)
+    return figure_svg(fig, "overlay")

@@ -9,19 +9,19 @@ archived or opened from a laptop with no network. Every section degrades to a sh
 from __future__ import annotations
 
 import html
-import io
 import math
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from trainwell.plotting import figure_svg, inline_svg, new_figure
 from trainwell.runs import Run, load_run
 from trainwell.verdict import DATA_WAIT_SHARE, Finding, diagnose, of_kind
 
 MAX_POINTS = 2000  # per plotted line: keeps a long run's report small
-MAX_HEATMAP_COLUMNS = 300
-LOG_SCALE_SPAN = 20  # a series spanning more than this factor is drawn on a log axis  # per-layer records shown in the gradient-flow heatmap
+MAX_HEATMAP_COLUMNS = 300  # per-layer records shown in the gradient-flow heatmap
+LOG_SCALE_SPAN = 20  # a series spanning more than this factor is drawn on a log axis
+EPOCH_ROWS = 10  # a longer epoch table shows its first and last rows, the rest folded away
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0 auto;
        max-width: 1180px; padding: 24px; color: #1d232b; background: #fff; line-height: 1.45; }
@@ -41,6 +41,7 @@ th, td { border: 1px solid #d8dee4; padding: 4px 10px; text-align: left; }
 th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 svg { max-width: 100%; height: auto; display: block; }
 .note { color: #57606a; font-style: italic; }
+details summary { cursor: pointer; color: #0969da; margin: 6px 0; }
 """
 
 
@@ -58,7 +59,7 @@ def render(run: Run) -> str:
     sections = [
         ("Health verdict", _verdict_html(findings)),
         ("Learning curves", _learning_curves(run)),
-        ("Loss, learning rate and gradient norm over the steps", _steps(run)),
+        ("Loss, learning rate and gradient norm over the steps", _steps(run, _cited_spikes(run, findings))),
         ("Gradient flow per layer", _layer_flow(run)),
         ("Throughput and data loading", _throughput(run)),
         ("Memory", _memory(run)),
@@ -68,10 +69,10 @@ def render(run: Run) -> str:
         ("Resolved config", html_table(["key", "value"], [[k, v] for k, v in run.config.items()])
          if run.config else _note("Not recorded: config.yaml was not found.")),
     ]
-    body = [f"<h1>{_e(run.recipe)} run: {_e(run.status)}</h1>",
+    body = [f"<h1>{_e(run.title)} run: {_e(run.status)}</h1>",
             f"<p class='sub'>{_e(run.date)} &middot; {_e(str(run.path))}</p>", _headline(run)]
     body += [f"<section><h2>{_e(title)}</h2>\n{content}</section>" for title, content in sections]
-    return page(f"trainwell report: {run.recipe} ({run.name})", "\n".join(body))
+    return page(f"trainwell report: {run.title} ({run.name})", "\n".join(body))
 
 
 def page(title: str, body: str) -> str:
@@ -92,49 +93,6 @@ def html_table(header: list[str], rows: list[list[Any]]) -> str:
                         else f"<td>{_e(_fmt(c))}</td>" for c in row)
         lines.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
-
-
-def figure_svg(fig: Any, salt: str) -> str:
-    """The figure as an inline ``<svg>`` element (no XML prologue, DOCTYPE or metadata).
-
-    ``salt`` keeps the SVG ids of each plot on the page distinct.
-    """
-    import matplotlib
-
-    buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):  # text stays text
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
-    return _inline(buffer.getvalue())
-
-
-def new_figure(width: float, height: float) -> Any:
-    """A pyplot-free figure (headless, leaves the user's backend alone)."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def overlay_svg(runs: list[Run]) -> str:
-    """Loss (train dashed, validation solid) and accuracy per epoch of several runs on shared axes."""
-    with_epochs = [r for r in runs if r.epochs]
-    if not with_epochs:
-        return _note("Not recorded: none of these runs finished an epoch.")
-    has_acc = any("train_acc" in e or "eval_acc" in e for r in with_epochs for e in r.epochs)
-    fig = new_figure(12 if has_acc else 7, 4.5)
-    axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
-    for i, run in enumerate(with_epochs):
-        color = f"C{i % 10}"
-        for j, (key, style, label) in enumerate((("train", "--", "train"), ("eval", "-", "validation"))):
-            for ax, metric, scale in ((axes[0], "loss", 1),) + (((axes[1], "acc", 100),) if has_acc else ()):
-                points = [(e["epoch"], scale * e[f"{key}_{metric}"]) for e in run.epochs if f"{key}_{metric}" in e]
-                if points:
-                    ax.plot(*zip(*points), style, color=color, marker="o" if len(points) < 20 else None,
-                            label=f"{run.name} {label}")
-    for ax, title in zip(axes, ("Loss", "Accuracy (%)")):
-        ax.set(title=title, xlabel="epoch")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    return figure_svg(fig, "overlay")
 
 
 # ---------------------------------------------------------------- sections
@@ -185,13 +143,23 @@ def _learning_curves(run: Run) -> str:
     with tempfile.TemporaryDirectory() as tmp, matplotlib.rc_context({"svg.hashsalt": "curves"}):
         result = plot_learning_curves(history, Path(tmp) / "curves.svg")
         svg = Path(tmp, "curves.svg").read_text(encoding="utf-8")
-    svg = _inline(svg)
+    svg = inline_svg(svg)
     if result["best_epoch"] is None:
         return svg + _note("No validation loss recorded: no best epoch to mark.")
     return svg + f"<p>Best epoch (lowest validation loss): {result['best_epoch']}.</p>"
 
 
-def _steps(run: Run) -> str:
+def _cited_spikes(run: Run, findings: list[Finding]) -> list[tuple[float, float]]:
+    """(step, loss) of the logged loss spikes, when the verdict cites spikes (its lr_too_high
+    finding); the spikes the guard caught are drawn as interventions already."""
+    if not any(f.code == "lr_too_high" and "spike" in f.evidence for f in findings):
+        return []
+    from trainwell.verdict_run import Run as VerdictRun
+
+    return [(step, loss) for step, loss, _ in VerdictRun(run.records, run.config).spikes()]
+
+
+def _steps(run: Run, spikes: list[tuple[float, float]]) -> str:
     # Step records where logged; an epoch record's values are epoch means (loss) or the
     # epoch's starting value (lr), so they only stand in when no step was logged.
     steps = [r for r in of_kind(run.records, "step") if _finite(r.get("step"))]
@@ -208,6 +176,9 @@ def _steps(run: Run) -> str:
               (axes[1], "Learning rate", [(lr, "lr", "-")], False),
               (axes[2], "Gradient norm (before clipping)", [(grad, "logged step", "-"), (grad_max, "epoch max", ":")],
                True))
+    if spikes:
+        axes[0].plot(*zip(*spikes), "o", color="red", markerfacecolor="none", markersize=9,
+                     label=f"loss spike ({len(spikes)}, cited in the verdict)")
     for ax, title, series, log in panels:
         for data, label, style in series:
             if data:
@@ -221,7 +192,7 @@ def _steps(run: Run) -> str:
             ax.axvline(step, color="red", alpha=0.5, linewidth=1, label="intervention" if i == 0 else None)
         ax.set(title=title, xlabel="optimizer step")
         ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0] and (len(series) > 1 or interventions):
+        if ax.get_legend_handles_labels()[0] and (len(series) > 1 or interventions or (spikes and ax is axes[0])):
             ax.legend(fontsize=8)
     caption = "" if grad else _note("Per-step gradient norms were not recorded; the epoch maxima are shown where available.")
     return figure_svg(fig, "steps") + caption
@@ -229,6 +200,7 @@ def _steps(run: Run) -> str:
 
 def _layer_flow(run: Run) -> str:
     import numpy as np
+    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
 
     records = [r for r in of_kind(run.records, "layers") if isinstance(r.get("layers"), dict) and r["layers"]]
     if not records:
@@ -248,14 +220,19 @@ def _layer_flow(run: Run) -> str:
     fig = new_figure(13, 1.2 + 0.28 * len(names))
     axes = fig.subplots(1, 2, width_ratios=(3, 1.2)) if ratios else [fig.subplots()]
     steps = [r.get("step", j) for j, r in enumerate(records)]
+    first, last_step = (steps[0], steps[-1]) if steps[-1] > steps[0] else (steps[0] - 0.5, steps[0] + 0.5)
     image = axes[0].imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis",
-                           extent=(steps[0], steps[-1], len(names) - 0.5, -0.5))
+                           extent=(first, last_step, len(names) - 0.5, -0.5))
     axes[0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0].set(title="log10 gradient norm per layer", xlabel="optimizer step")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     fig.colorbar(image, ax=axes[0], label="log10 grad norm")
     if ratios:
         axes[1].barh([n for n, _ in ratios], [v for _, v in ratios], color="C1")
         axes[1].set_xscale("log")
+        # Powers of ten only: log-axis minor labels (2x10^-3, 3x10^-3, ...) overlap on a narrow panel.
+        axes[1].xaxis.set_major_locator(LogLocator(base=10, numticks=4))
+        axes[1].xaxis.set_minor_formatter(NullFormatter())
         axes[1].axvline(1e-3, color="green", linestyle="--", label="~1e-3 is typical")
         axes[1].invert_yaxis()
         axes[1].set(title=f"update / weight ratio at step {records[-1].get('step', '?')}")
@@ -281,10 +258,12 @@ def _throughput(run: Run) -> str:
     ax.grid(True, axis="y", alpha=0.3)
     if waits:
         twin = ax.twinx()
-        twin.plot(*zip(*waits), "o-", color="C3", label="data wait (% of step time)")
-        twin.axhline(100 * DATA_WAIT_SHARE, color="C3", linestyle=":", alpha=0.6)
+        twin.plot(*zip(*waits), "-", marker="o" if len(waits) < 20 else None, color="C3",
+                  label="data wait (% of step time)")
+        twin.axhline(100 * DATA_WAIT_SHARE, color="C3", linestyle=":", alpha=0.6,
+                     label=f"verdict's warning level ({DATA_WAIT_SHARE:.0%})")
         twin.set(ylabel="time waiting for data (%)", ylim=(0, 100))
-        fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+        fig.legend(loc="outside lower center", ncols=3, fontsize=8)
     note = "" if waits else _note("Data-wait share: not recorded for this run.")
     return figure_svg(fig, "throughput") + note
 
@@ -296,49 +275,69 @@ def _memory(run: Run) -> str:
     measured = [(e["epoch"], e["memory_bytes"] / 2**20) for e in run.epochs if _finite(e.get("memory_bytes"))]
     if not parts and not measured:
         return _note("Not recorded: this run logged no memory estimate or measurement.")
-    # On a GPU the trainer measures peak allocated memory; on a CPU the whole process's peak
-    # (Python, libraries, data): a different quantity, so it gets its own axes.
     from matplotlib.ticker import MaxNLocator
 
-    what = "peak process memory (RSS)" if run.last("start").get("device", "cpu") == "cpu" else "peak device memory"
+    on_cpu = run.last("start").get("device", "cpu") == "cpu"
+    what = "peak process memory (RSS)" if on_cpu else "peak device memory"
     fig = new_figure(13 if parts and measured else 7, 2.6)
     axes = list(fig.subplots(1, 2, width_ratios=(3, 2)) if parts and measured else [fig.subplots()])
     if parts:
         ax, left = axes.pop(0), 0.0
+        unit, scale = ("KB", 2**10) if sum(size for _, size in parts) < 2**20 else ("MB", 2**20)
         for i, (name, size) in enumerate(parts):
-            ax.barh(0, size / 2**20, left=left, color=f"C{i}", label=f"{name} {size / 2**20:.1f} MB")
-            left += size / 2**20
-        ax.set(yticks=[], xlabel="MB", title="Training memory estimate (before training)")
+            ax.barh(0, size / scale, left=left, color=f"C{i}", label=f"{name} {_size(size)}")
+            left += size / scale
+        ax.set(yticks=[], xlabel=unit, title="Training memory estimate (before training)")
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncols=4)
     if measured:
         ax = axes.pop(0)
         ax.bar(*zip(*measured), color="C7")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel="MB", title=f"Measured {what}")
-    total = f"<p>Estimated total {estimate['total'] / 2**20:.1f} MB.</p>" if _finite(estimate.get("total")) else ""
-    peak = f"<p>Measured {what}: {max(m for _, m in measured):,.1f} MB.</p>" if measured else ""
-    return figure_svg(fig, "memory") + total + (peak or _note("Measured peak memory: not recorded."))
+    text = []
+    if _finite(estimate.get("total")):
+        text.append(f"Estimated training memory: {_size(estimate['total'])} (parameters, gradients, optimizer "
+                    "state and one micro-batch's activations).")
+    if measured:
+        text.append(f"Measured {what}: {max(m for _, m in measured):,.1f} MB.")
+        # The two measure different things; say so, or the gap reads as a bad estimate.
+        text.append("That is the whole process: Python, torch's own libraries (a few hundred MB before any "
+                    "model exists) and the data held in memory, so it is far above the estimate."
+                    if on_cpu else "That counts every tensor torch allocated on the device, the data there "
+                    "included; the CUDA context (a few hundred MB) comes on top.")
+    body = f"<p>{_e(' '.join(text))}</p>" if text else ""
+    return figure_svg(fig, "memory") + body + ("" if measured else _note("Measured peak memory: not recorded."))
 
 
 def _interventions(run: Run) -> str:
     records = of_kind(run.records, "intervention")
     if not records:
-        return "<p>None: the health guard had nothing to fix (or was not recording).</p>"
+        if run.last("start").get("health_guard") is False:
+            return "<p>None: the health guard was off for this run.</p>"
+        return "<p>None were recorded: the health guard skipped, rolled back or stopped nothing.</p>"
     return html_table(["step", "epoch", "cause", "action", "learning rate after"],
                       [[r.get("step"), r.get("epoch"), r.get("cause"), r.get("action"), r.get("lr_after")]
                        for r in records])
 
 
 def _epoch_table(run: Run) -> str:
+    """Every epoch; a long run shows its first and last EPOCH_ROWS // 2 rows, the full table folded
+    in a <details> element (plain HTML, no script) so the page stays a few screens tall."""
     if not run.epochs:
         return _note("Not recorded: no epoch has finished.")
     columns = [("epoch", "epoch"), ("train_loss", "train loss"), ("train_acc", "train acc"),
                ("eval_loss", "val loss"), ("eval_acc", "val acc"), ("lr", "lr"), ("epoch_time", "time (s)"),
                ("samples_per_sec", "samples/s"), ("best", "best")]
     columns = [(k, label) for k, label in columns if any(k in e for e in run.epochs)]
+    header = [label for _, label in columns]
     rows = [[("yes" if e.get(k) else "") if k == "best" else _pct(k, e.get(k)) for k, _ in columns]
             for e in run.epochs]
-    return html_table([label for _, label in columns], rows)
+    if len(rows) <= EPOCH_ROWS:
+        return html_table(header, rows)
+    half = EPOCH_ROWS // 2
+    gap = [[f"... {len(rows) - 2 * half} more epochs ..."] + [""] * (len(header) - 1)]
+    return (html_table(header, rows[:half] + gap + rows[-half:])
+            + f"<details><summary>All {len(rows)} epochs</summary>{html_table(header, rows)}</details>")
 
 
 def _test_table(run: Run) -> str:
@@ -379,14 +378,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _size(size: float) -> str:
+    """Bytes in the unit that reads best: 620 B, 12.4 KB, 3.8 MB, 1.2 GB."""
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
 def _note(text: str) -> str:
     return f"<p class='note'>{_e(text)}</p>"
-
-
-def _inline(svg: str) -> str:
-    """An SVG file's text reduced to its ``<svg>`` element, ready to sit inside HTML."""
-    svg = svg[svg.index("<svg"):]
-    return re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
 
 
 def _e(text: Any) -> str:

@@ -47,7 +47,27 @@ class Run:
 
     @property
     def recipe(self) -> str:
-        return str(self.config.get("recipe") or self.summary.get("recipe") or "?")
+        """What the run trained: its recipe, else the model's class name (a run written from Python),
+        else "-"."""
+        return str(self.config.get("recipe") or self.summary.get("recipe") or self.config.get("model")
+                   or self.summary.get("model") or "-")
+
+    @property
+    def title(self) -> str:
+        """The report's heading: the recipe or model, else the directory's name."""
+        return self.name if self.recipe == "-" else self.recipe
+
+    @property
+    def health(self) -> str:
+        """The worst health severity ("ok", "warning", "problem"): summary.json's "health" findings
+        when the run wrote them, else the verdict on its records."""
+        findings = self.summary.get("health")
+        if isinstance(findings, list) and findings:
+            severities = {f.get("severity") for f in findings if isinstance(f, dict)}
+            return next((s for s in ("problem", "warning", "ok") if s in severities), "?")
+        from trainwell.verdict import diagnose, worst_severity
+
+        return worst_severity(diagnose(self.records, self.config))
 
     @property
     def status(self) -> str:
@@ -99,7 +119,12 @@ class Run:
         return value
 
     def throughput(self) -> float | None:
-        """Mean training samples per second over the epochs."""
+        """Training samples per second over the run: all epochs' samples over all their time
+        (a mean of per-epoch rates would weigh a short epoch like a long one)."""
+        timed = [r for r in self.epochs if _finite(r.get("samples_per_sec")) and _finite(r.get("epoch_time"))
+                 and r["epoch_time"] > 0]
+        if timed:
+            return sum(r["samples_per_sec"] * r["epoch_time"] for r in timed) / sum(r["epoch_time"] for r in timed)
         rates = [r["samples_per_sec"] for r in self.epochs if _finite(r.get("samples_per_sec"))]
         return sum(rates) / len(rates) if rates else None
 
@@ -139,7 +164,7 @@ def is_run_dir(path: Path) -> bool:
 
 def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
     """One row per run directory under ``root`` (oldest first): name, recipe, date, epochs,
-    best validation metrics, test metrics and status."""
+    best validation metrics, test metrics, status and worst health severity."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -153,7 +178,7 @@ def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
             "name": run.name, "path": str(path), "recipe": run.recipe, "date": run.date,
             "epochs": run.num_epochs, "best_epoch": best.get("epoch"), "best_val_loss": best.get("eval_loss"),
             "best_val_acc": best.get("eval_acc"), "test_loss": test.get("test_loss"),
-            "test_acc": test.get("test_acc"), "status": run.status,
+            "test_acc": test.get("test_acc"), "status": run.status, "health": run.health,
         })
     return sorted(rows, key=lambda r: (r["date"], r["name"]))
 
@@ -162,10 +187,10 @@ def format_runs_table(rows: list[dict[str, Any]]) -> str:
     """The rows of ``list_runs`` as an aligned plain-text table."""
     if not rows:
         return "No runs found."
-    header = ["RUN", "RECIPE", "DATE", "EPOCHS", "BEST VALIDATION", "TEST", "STATUS"]
+    header = ["RUN", "RECIPE", "DATE", "EPOCHS", "BEST VALIDATION", "TEST", "HEALTH", "STATUS"]
     body = [[r["name"], r["recipe"], r["date"], str(r["epochs"]),
              _metric(r["best_val_acc"], r["best_val_loss"], r["best_epoch"]),
-             _metric(r["test_acc"], r["test_loss"]), r["status"]] for r in rows]
+             _metric(r["test_acc"], r["test_loss"]), r["health"], r["status"]] for r in rows]
     return text_table(header, body)
 
 
@@ -173,7 +198,7 @@ def comparison(run_dirs: list[str | Path]) -> tuple[list[Run], list[list[str]], 
     """The runs, their results rows and their config-difference rows (field, value per run)."""
     runs = [load_run(d) for d in run_dirs]
     results = [
-        ["recipe"] + [r.recipe for r in runs],
+        ["recipe / model"] + [r.recipe for r in runs],
         ["status"] + [r.status for r in runs],
         ["epochs"] + [str(r.num_epochs) for r in runs],
         ["best validation"] + [_metric(b.get("eval_acc"), b.get("eval_loss"), b.get("epoch"))
@@ -202,12 +227,14 @@ def format_compare_table(run_dirs: list[str | Path]) -> str:
 def compare_runs(run_dirs: list[str | Path], out_path: str | Path) -> Path:
     """Write one self-contained HTML page overlaying the runs' curves, with results and config differences."""
     from trainwell import report
+    from trainwell.plotting import overlay_svg
 
     runs, results, differences = comparison(run_dirs)
     header = [""] + [r.name for r in runs]
+    curves = overlay_svg(runs) or "<p class='note'>Not recorded: none of these runs finished an epoch.</p>"
     body = [f"<h1>Comparing {len(runs)} runs</h1>",
             f"<p class='sub'>{html.escape(', '.join(str(r.path) for r in runs))}</p>",
-            "<h2>Learning curves</h2>", report.overlay_svg(runs),
+            "<h2>Learning curves</h2>", curves,
             "<h2>Results</h2>", report.html_table(header, results),
             "<h2>Config differences</h2>",
             report.html_table(header, differences) if differences else "<p>None: the resolved configs are the same.</p>"]
