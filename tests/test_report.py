@@ -136,6 +136,7 @@ def test_report_from_a_real_run(tmp_path):
     found = sections(page)
     assert "<svg" in found["Learning curves"] and "The run looks healthy" in found["Health verdict"]
     assert page.count("<svg") >= 3
+    assert "<h1>Sequential run: completed</h1>" in page  # a library run is titled by its model's class
 
 
 def test_report_of_a_missing_directory_is_a_clear_error(tmp_path):
@@ -210,11 +211,13 @@ def test_interventions_section_says_plainly_that_none_were_recorded(tmp_path):
 
 
 def test_a_long_epoch_table_shows_its_ends_and_folds_the_rest(tmp_path):
-    records = [{"kind": "epoch", "step": e, "epoch": e, "train_loss": 1 / e, "eval_loss": 1 / e} for e in range(1, 201)]
+    records = [{"kind": "epoch", "step": e, "epoch": e, "train_loss": 1 / e, "eval_loss": 1 / e,
+                "samples_per_sec": 46712.3} for e in range(1, 201)]
     table = sections(write_report(write_run(tmp_path / "long", records)).read_text())["Epochs"]
     visible, folded = table.split("<details>")
     assert visible.count("<tr>") == 1 + 10 + 1  # header, first 5 and last 5 epochs, the "more" row
     assert "190 more epochs" in visible and "<td class='num'>200</td>" in visible
+    assert "<td class='num'>46,712</td>" in visible  # large rates in full, not 4.671e+04
     assert "<summary>All 200 epochs</summary>" in folded and folded.count("<tr>") == 201
     short = [r for r in records if r["epoch"] <= 10]
     assert "<details>" not in sections(write_report(write_run(tmp_path / "short", short)).read_text())["Epochs"]
