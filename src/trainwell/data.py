@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from trainwell.errors import ConfigError, DataError
 from trainwell.runtime import to_device
@@ -78,9 +78,10 @@ class InMemoryLoader:
         full, rest = divmod(self.num_samples, self.batch_size)
         return full if self.drop_last or rest == 0 else full + 1
 
-    def batches(self, epoch: int, seed: int | None = None, start: int = 0,
-                reuse: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
-        """The batches of ``epoch`` from batch index ``start`` on.
+    def batches(self, epoch: int, seed: int | None = None, start: int = 0, reuse: int = 0,
+                shard: Any = None) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The batches of ``epoch`` from batch index ``start`` on (this process's part of each
+        global batch with a distributed ``shard``).
 
         With ``reuse=k`` the shuffled inputs (the first tensor) are gathered into a ring of
         ``k`` buffers, as a hand-tuned loop does: a batch's inputs are overwritten ``k``
@@ -96,11 +97,13 @@ class InMemoryLoader:
         size, (first, *rest) = self.batch_size, self.tensors
         ring = [torch.empty((size, *first.shape[1:]), dtype=first.dtype, device=first.device)
                 for _ in range(reuse if order is not None else 0)]
-        for index, lo in enumerate(range(start * size, len(self) * size, size)):
+        spans = ((lo, lo + size) for lo in range(start * size, len(self) * size, size)) if shard is None else (
+            shard.span(index) for index in range(start, len(shard)))
+        for index, (lo, hi) in enumerate(spans):
             if order is None:
-                yield tuple(t[lo : lo + size] for t in self.tensors)
+                yield tuple(t[lo:hi] for t in self.tensors)
                 continue
-            picked = order[lo : lo + size]
+            picked = order[lo:hi]
             if ring and picked.shape[0] == size:
                 inputs = torch.index_select(first, 0, picked, out=ring[index % len(ring)])
             else:
@@ -120,7 +123,8 @@ class InMemoryLoader:
         self.epoch, self.position, self.seed = state["epoch"], state["position"], state["seed"]
 
 
-def epoch_batches(loader: Iterable, *, seed: int, epoch: int, skip: int = 0, reuse: int = 0) -> Iterator:
+def epoch_batches(loader: Iterable, *, seed: int, epoch: int, skip: int = 0, reuse: int = 0,
+                  shard: Any = None) -> Iterator:
     """One epoch of ``loader`` in an order fixed by (seed, epoch), without its first ``skip`` batches.
 
     - ``InMemoryLoader``: built directly at batch ``skip``; nothing is loaded twice; inputs
@@ -130,9 +134,19 @@ def epoch_batches(loader: Iterable, *, seed: int, epoch: int, skip: int = 0, reu
       state is left untouched; skipped batches are still loaded (not trained on),
       so skipping costs the loading time of those batches.
     - any other re-iterable: its own order; skipped batches are read and dropped.
+
+    Distributed (``shard``): this process's part of each global batch; a DataLoader is rebuilt
+    on a batch sampler of its indices, so skipped batches are not even loaded.
     """
     if isinstance(loader, InMemoryLoader):
-        return loader.batches(epoch, seed, start=skip, reuse=reuse)
+        return loader.batches(epoch, seed, start=skip, reuse=reuse, shard=shard)
+    if shard is not None:
+        shuffle = isinstance(loader.sampler, RandomSampler)
+        order = torch.randperm(shard.num_samples, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))) \
+            if shuffle else torch.arange(shard.num_samples)
+        spans = (shard.span(index) for index in range(skip, len(shard)))
+        return iter(_rebuilt(loader, [order[lo:hi].tolist() for lo, hi in spans],
+                             epoch_seed(seed, epoch) + shard.group.rank))
     if isinstance(loader, DataLoader):
         return islice(_seeded_dataloader_iter(loader, epoch_seed(seed, epoch), epoch), skip, None)
     return islice(iter(loader), skip, None)
@@ -151,6 +165,27 @@ def _seeded_dataloader_iter(loader: DataLoader, seed: int, epoch: int) -> Iterat
         # RandomSampler draws its seed lazily, at the first batch: take it inside the fork.
         first = next(iterator, None)
     return iterator if first is None else chain([first], iterator)
+
+
+def evaluation_batches(loader: Iterable, group: Any = None) -> Iterator:
+    """One pass over ``loader`` in its own order; distributed, every ``world_size``-th batch on
+    each process, so every sample is counted exactly once (no padding duplicates)."""
+    if group is None:
+        return epoch_batches(loader, seed=0, epoch=0)
+    if isinstance(loader, DataLoader) and loader.batch_size is not None:
+        batches = list(loader.batch_sampler)[group.rank :: group.world_size]
+        return iter(_rebuilt(loader, batches, group.rank))
+    return islice(epoch_batches(loader, seed=0, epoch=0), group.rank, None, group.world_size)
+
+
+def _rebuilt(loader: DataLoader, batches: list[list[int]], worker_seed: int) -> DataLoader:
+    """``loader``'s dataset, workers and collation over the given batches of indices."""
+    workers = loader.num_workers
+    return DataLoader(loader.dataset, batch_sampler=batches, num_workers=workers, collate_fn=loader.collate_fn,
+                      pin_memory=loader.pin_memory, timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+                      multiprocessing_context=loader.multiprocessing_context if workers else None,
+                      prefetch_factor=loader.prefetch_factor if workers else None,
+                      generator=torch.Generator().manual_seed(worker_seed))
 
 
 def windows(batches: Iterator, size: int) -> Iterator[list]:

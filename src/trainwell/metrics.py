@@ -66,6 +66,8 @@ class EpochMeter:
         self.grad_norm_sum = torch.zeros((), dtype=dtype, device=device)
         self.grad_norm_max = torch.zeros((), dtype=dtype, device=device)
         self.samples = 0
+        self.resumed = 0  # samples restored from a checkpoint: trained before this process started
+        self.trained = 0  # set by result(): the samples counted minus the resumed ones, over every process
         self.scored = 0  # predictions counted for accuracy: one per sample, or per position of a sequence
         self.norms = 0  # steps whose gradient norm was measured
         self._losses: list[torch.Tensor] = []  # not yet summed: per-batch mean losses,
@@ -126,15 +128,21 @@ class EpochMeter:
             self.correct.add_((predicted == targets).sum())
             self._predicted, self._targets = [], []
 
-    def result(self, prefix: str) -> dict[str, float]:
-        """The epoch's means (one host sync)."""
-        if self.samples == 0:
-            return {}
+    def result(self, prefix: str, group: Any = None) -> dict[str, float]:
+        """The epoch's means, ``{prefix}_samples`` with them (one host sync); ``{}`` when nothing was
+        counted. Distributed (``group``): the sums of every process, in one all-reduce."""
         self._flush()
-        out = {f"{prefix}_loss": float(self.loss_sum) / self.samples}
-        if self.scored:
-            out[f"{prefix}_acc"] = int(self.correct) / self.scored
-        if self.norms:
+        sums = [float(self.loss_sum), int(self.correct), self.samples, self.scored, self.resumed]
+        if group is not None:
+            sums = group.sum(torch.tensor(sums, dtype=torch.float64, device=self.device)).tolist()
+        loss_sum, correct, samples, scored, resumed = sums
+        if samples == 0:
+            return {}
+        self.trained = int(samples - resumed)  # what this run (every process) trained, for its throughput
+        out = {f"{prefix}_loss": loss_sum / samples, f"{prefix}_samples": int(samples)}
+        if scored:
+            out[f"{prefix}_acc"] = int(correct) / scored
+        if self.norms:  # the same on every process: measured on the summed gradients
             out["grad_norm"] = float(self.grad_norm_sum) / self.norms
             out["grad_norm_max"] = float(self.grad_norm_max)
         return out
@@ -161,6 +169,7 @@ class EpochMeter:
         for name in ("loss_sum", "correct", "grad_norm_sum", "grad_norm_max"):
             getattr(self, name).fill_(state[name])
         self.samples, self.norms = state["samples"], state["norms"]
+        self.resumed = self.samples  # counted by the process that saved them, not by this one
         # Checkpoints before per-position counting kept a flag: one prediction per sample.
         self.scored = state.get("scored", self.samples if state.get("has_accuracy") else 0)
         losses = torch.tensor(state["pending_losses"], dtype=torch.float32, device=self.device)

@@ -57,6 +57,7 @@ class RunDirectory:
         milestone_every_epochs: int | None = None,
         monitor: str = "eval_loss",
         tensorboard: bool = True,
+        writes: bool = True,
     ):
         if keep_last < 1:
             raise ConfigError(f"keep_checkpoints must be at least 1, got {keep_last}")
@@ -70,6 +71,7 @@ class RunDirectory:
         self.milestone_every = milestone_every_epochs
         self.monitor = monitor
         self.tensorboard = tensorboard
+        self.writes = writes  # distributed: only the main process writes files; every one checkpoints with it
         self.best_value = math.inf
         self.best_checkpoint: str | None = None
         self.milestones: list[str] = []
@@ -78,6 +80,8 @@ class RunDirectory:
     # -- events
 
     def on_fit_start(self, trainer: Any, epochs: int, resume: Any = None, **_: Any) -> None:
+        if not self.writes:
+            return
         ensure_writable(self.checkpoints)
         if not (self.path / CONFIG).exists():  # a library run; the command line writes its own
             write_yaml(self.path / CONFIG, library_config(trainer, epochs))
@@ -99,7 +103,7 @@ class RunDirectory:
             self.loggers.append(TensorBoardLogger(self.path / "tensorboard", resume_step=trainer.step))
 
     def on_step_end(self, trainer: Any, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
-        if trainer.step % self.log_every == 0:
+        if trainer.step % self.log_every == 0 and self.writes:
             record = {"kind": "step", "step": trainer.step, "epoch": trainer.epoch + 1, "loss": float(loss),
                       "lr": trainer.optimizer.param_groups[0]["lr"]}
             if grad_norm is not None:
@@ -116,7 +120,8 @@ class RunDirectory:
         name = _name(trainer.step)
         if is_best:
             self.best_value, self.best_checkpoint = value, name
-            save_weights(trainer.model, self.path / BEST_WEIGHTS)
+            if self.writes:
+                save_weights(trainer.model, self.path / BEST_WEIGHTS)
         if self.milestone_every and trainer.epoch % self.milestone_every == 0:
             self.milestones.append(name)
         self.save_checkpoint(trainer)
@@ -124,6 +129,8 @@ class RunDirectory:
     def on_fit_end(self, trainer: Any, history: dict) -> None:
         from trainwell.plotting import plot_learning_curves
 
+        if not self.writes:
+            return
         save_weights(trainer.model, self.path / FINAL_WEIGHTS)
         # Close the CSV and TensorBoard writers (TensorBoard's flushes on a thread of its own);
         # metrics.jsonl stays open for the records written after fit, such as test metrics.

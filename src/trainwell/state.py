@@ -23,7 +23,16 @@ KEYS = {"format", "trainer", "model", "optimizer", "scheduler", "scaler", "callb
 
 
 def capture(trainer: Any) -> dict[str, Any]:
-    """The trainer's complete state, as ``Trainer.state_dict()`` returns it."""
+    """The trainer's complete state, as ``Trainer.state_dict()`` returns it.
+
+    Distributed, every process calls it (one gather): the RNG states and the epoch's running
+    sums differ per process and are kept for each rank; the rest is the same everywhere.
+    """
+    rng, meter = rng_state(), trainer._meter.state_dict()
+    per_rank: dict[str, Any] = {}
+    if trainer.group is not None:
+        rng, meter = (list(values) for values in zip(*trainer.group.gather((rng, meter))))
+        per_rank["world_size"] = trainer.group.world_size
     return {
         "format": FORMAT,
         "trainer": {
@@ -32,14 +41,15 @@ def capture(trainer: Any) -> dict[str, Any]:
             "position": trainer.position,
             "data_seed": trainer.data_seed,
             "history": {k: list(v) for k, v in trainer.history.items()},
-            "meter": trainer._meter.state_dict(),
+            "meter": meter,
+            **per_rank,
         },
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.lr_schedule.state_dict() if trainer.lr_schedule else trainer._pending_scheduler_state,
         "scaler": trainer.scaler.state_dict() if trainer.scaler else None,
         "callbacks": trainer.events.state_dict(),
-        "rng": rng_state(),
+        "rng": rng,
     }
 
 
@@ -51,7 +61,11 @@ def save(trainer: Any, path: Path, wait: bool, then: Callable[[Path], None] | No
         if then is not None:
             then(done)
 
-    trainer._writer.submit(trainer.state_dict(), path, then=written)
+    captured = trainer.state_dict()  # distributed: every process takes part; only the main one writes
+    if not trainer.is_main:
+        trainer.last_checkpoint = path
+        return path
+    trainer._writer.submit(captured, path, then=written)
     trainer.events(Event.CHECKPOINT, trainer, path=path)
     if wait:
         trainer.wait_for_checkpoints()
@@ -64,6 +78,7 @@ def restore(trainer: Any, state: Mapping[str, Any]) -> None:
         raise CheckpointError(
             f"checkpoint keys differ: missing {sorted(KEYS - set(state))}, unexpected {sorted(set(state) - KEYS)}"
         )
+    rng, meter = _this_rank(trainer, state)
     checkpoint.check_model_keys(trainer.model, state["model"])
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
@@ -82,10 +97,25 @@ def restore(trainer: Any, state: Mapping[str, Any]) -> None:
     trainer.data_seed = saved["data_seed"]
     trainer.history = {key: list(saved["history"].get(key, [])) for key in trainer.history}
     trainer._meter = EpochMeter(trainer.device)
-    trainer._meter.load_state_dict(saved["meter"])
-    set_rng_state(state["rng"])
+    trainer._meter.load_state_dict(meter)
+    set_rng_state(rng)
     # Mid-epoch, rebuilding the epoch's batch order may draw from the global RNG: set it again after.
-    trainer._resume_rng = state["rng"] if trainer.position > 0 else None
+    trainer._resume_rng = rng if trainer.position > 0 else None
+
+
+def _this_rank(trainer: Any, state: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(RNG state, meter state) of this process; a checkpoint of another number of processes is refused."""
+    saved_world = state["trainer"].get("world_size", 1)
+    world = trainer.group.world_size if trainer.group is not None else 1
+    if saved_world != world:
+        raise CheckpointError(
+            f"the checkpoint was written by {saved_world} process(es) and this run has {world}: each process's "
+            f"random state and data position are in it, so resume with {saved_world} (torchrun --nproc-per-node "
+            f"{saved_world}), or start a new run from its weights (model.safetensors)"
+        )
+    if trainer.group is None:
+        return state["rng"], state["trainer"]["meter"]
+    return state["rng"][trainer.group.rank], state["trainer"]["meter"][trainer.group.rank]
 
 
 def resume(trainer: Any, resume: str | os.PathLike) -> Path | None:

@@ -7,6 +7,7 @@ off the events in ``trainwell.events``. Every stateful piece is saved by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -20,7 +21,8 @@ from torch import nn
 from trainwell import checkpoint, state
 from trainwell.records import end_record, start_record
 from trainwell.checks import check_dataset, check_options, check_window, first_batch
-from trainwell.data import InMemoryLoader, epoch_batches, num_batches, unpack, windows
+from trainwell.data import InMemoryLoader, epoch_batches, evaluation_batches, num_batches, unpack, windows
+from trainwell.distributed import Group, Shard, shard_of
 from trainwell.errors import ConfigError, DataError, Interrupted, TrainwellError
 from trainwell.events import Dispatcher, Event, SkipStep, StopTraining, default_callbacks
 from trainwell.metrics import EpochMeter, accuracy_inputs, classification_kind
@@ -65,12 +67,17 @@ class Trainer:
         grad_flow_every: int | None = 100,
         verbose: bool = False,
     ):
+        self.group = Group.from_environment()  # under torchrun: this process's rank in the job
         self.device = resolve_device(device)
+        if self.group is not None:
+            self.device = self.group.device(self.device)
         self.precision = check_precision(precision, self.device)
         check_options(grad_clip_norm, grad_norm_every, checkpoint_every_steps, run_dir)
-        if seed is not None:
-            seed_everything(seed)
+        if seed is not None:  # each process its own stream (dropout); DDP gives every one rank 0's weights
+            seed_everything(seed + (self.group.rank if self.group else 0))
         self.model = model.to(self.device)
+        self._net = self.group.wrap(self.model) if self.group else self.model  # what the training step runs
+        self._all_sync = contextlib.nullcontext()  # reused: DDP syncs on every micro-batch but the no_sync ones
         self.optimizer = optimizer
         self._optimizer_step = OptimizerStep(optimizer)
         self.loss_fn = loss_fn
@@ -100,7 +107,9 @@ class Trainer:
         self._dataset_labels: torch.Tensor | None = None
         self.last_checkpoint: Path | None = None
         self._writer = checkpoint.BackgroundWriter()
-        self._interrupted: str | None = None
+        self._interrupted: str | None = None  # a signal this process received
+        self._stopping: str | None = None  # the stop every process agreed on (distributed)
+        self._shard: Shard | None = None  # this process's part of the training data (distributed)
         self._data_wait = 0.0
         self.resumed_from: dict[str, Any] | None = None  # where the last resume() picked the run up
         # This process's own training, for honest throughput: resumed epochs' samples are not in it.
@@ -110,8 +119,9 @@ class Trainer:
         if self.run_dir is not None:
             from trainwell.rundir import RunDirectory
 
-            self.run_directory = RunDirectory(self.run_dir, checkpoint_every_steps, keep_checkpoints, log_every_steps)
-        callbacks = default_callbacks(callbacks, health, grad_flow_every, verbose, self.run_directory)
+            self.run_directory = RunDirectory(self.run_dir, checkpoint_every_steps, keep_checkpoints, log_every_steps,
+                                              writes=self.group is None or self.group.is_main)
+        callbacks = default_callbacks(callbacks, health, grad_flow_every, verbose and self.is_main, self.run_directory)
         self.callbacks = callbacks
         self.events = Dispatcher(callbacks)
         self._loggers = [cb for cb in callbacks if callable(getattr(cb, "log", None))]
@@ -134,6 +144,8 @@ class Trainer:
         for data in (train_data, val_data):
             if isinstance(data, InMemoryLoader):
                 place_on_device(data, self.device)
+        if resume is None and self.run_dir is not None and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+            resume = "auto"  # torchrun restarted the job: go on from the last checkpoint
         if resume is not None:
             self.resume(resume)
         if self.epoch >= epochs:  # nothing left to train: say so, and leave every file as it is
@@ -143,7 +155,7 @@ class Trainer:
         started = time.perf_counter()
         self.events(Event.FIT_START, self, epochs=epochs, train_data=train_data, val_data=val_data, resume=resume)
         self.log(start_record(self, train_data))
-        self._interrupted = None
+        self._interrupted = self._stopping = None
         try:
             with stop_on_signals(self._request_stop):
                 while self.epoch < epochs and self.stop_reason is None:
@@ -176,15 +188,15 @@ class Trainer:
         self.model.train()
         if self.position == 0:
             self._meter = EpochMeter(self.device)
-        resumed_samples = self._meter.samples  # a resumed epoch's samples were trained by an earlier process
-        self.batches_per_epoch = num_batches(dataloader)
+        self._shard = shard_of(dataloader, self.group)
+        self.batches_per_epoch = len(self._shard) if self._shard else num_batches(dataloader)
         self.events(Event.EPOCH_START, self, epoch=self.epoch)
         schedule.epoch_start(self.epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         started, self._data_wait = time.perf_counter(), 0.0
         # In-memory inputs come in reused buffers: nothing here holds a batch's inputs past its step.
         batches = epoch_batches(dataloader, seed=self.data_seed, epoch=self.epoch, skip=self.position,
-                                reuse=accumulation_steps)
+                                reuse=accumulation_steps, shard=self._shard)
         if self._resume_rng is not None:  # skipping batches may have drawn from the global RNG
             set_rng_state(self._resume_rng)
             self._resume_rng = None
@@ -194,15 +206,15 @@ class Trainer:
         for window in windows(batches, accumulation_steps):
             self._data_wait += time.perf_counter() - waited  # the time spent getting this window's data
             self._train_step(window)
-            if self._interrupted:
-                raise _Interrupt(self._interrupted)
+            if self._interrupted if self.group is None else self._stopping:
+                raise _Interrupt(self._interrupted or self._stopping)
             waited = time.perf_counter()
-        if self._meter.samples == 0:
-            raise DataError("the training data is empty: it yielded no batches")
         elapsed = time.perf_counter() - started
-        trained = self._meter.samples - resumed_samples
+        metrics = self._meter.result("train", self.group)
+        if not metrics:
+            raise DataError("the training data is empty: it yielded no batches")
+        trained = self._meter.trained  # every process's; a resumed epoch's first part is not in it
         self.samples_trained, self.train_seconds = self.samples_trained + trained, self.train_seconds + elapsed
-        metrics = self._meter.result("train")
         metrics.update(lr=lr, epoch_time=elapsed, samples_per_sec=trained / max(elapsed, 1e-9),
                        data_wait_share=self._data_wait / max(elapsed, 1e-9), memory_bytes=peak_memory(self.device))
         self._epoch_metrics = metrics
@@ -218,19 +230,26 @@ class Trainer:
         k micro-batches give exactly the update of one k-times-larger batch, ragged or not.
         """
         batches = [unpack(batch, self.device) for batch in window]
-        total = sum(n for _, _, n in batches)
+        # The window's samples on every process: each micro-batch weighs its share of them.
+        total = (sum(self._shard.global_size(self.position + i) for i in range(len(window))) if self._shard
+                 else sum(n for _, _, n in batches))
         seen = []  # per micro-batch (loss, samples, accuracy inputs, targets): counted only if the step is taken
         window_loss = None
-        for inputs, targets, n in batches:
-            logits, loss = self._forward(inputs, targets, check=not self._train_checked, labels=self._dataset_labels)
-            self._train_checked = True
-            weighted = loss if n == total else loss * (n / total)
-            (self.scaler.scale(weighted) if self.scaler else weighted).backward()
+        last = len(batches) - 1
+        for index, (inputs, targets, n) in enumerate(batches):
+            with self._net.no_sync() if self.group and index < last else self._all_sync:  # DDP: sync the last only
+                logits, loss = self._forward(inputs, targets, check=not self._train_checked,
+                                             labels=self._dataset_labels, model=self._net)
+                self._train_checked = True
+                weighted = loss if n == total else loss * (n / total)
+                (self.scaler.scale(weighted) if self.scaler else weighted).backward()
             loss = loss.detach()
             weighted = loss if n == total else weighted.detach()
             window_loss = weighted if window_loss is None else window_loss + weighted
             seen.append((loss, n, accuracy_inputs(self._kind, logits, self.loss_fn), targets))
         self.position += len(window)
+        if self.group is not None:
+            window_loss = self._agree(window_loss)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = self._clipper(self.step, self._meter.norms == 0)  # None on steps it is not measured
@@ -301,19 +320,38 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces of a step
 
-    def _forward(self, inputs: Any, targets: Any, check: bool = False,
-                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model outputs and mean loss; with ``check`` (a set's first batch) problems are explained first."""
+    def _forward(self, inputs: Any, targets: Any, check: bool = False, labels: torch.Tensor | None = None,
+                 model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model outputs and mean loss; with ``check`` (a set's first batch) problems are explained first.
+        ``model``: the DDP-wrapped one to train; evaluation runs the plain model (no collectives)."""
+        model = model or self.model
         with self._autocast:
             if check:
-                logits, loss, self._kind = first_batch(lambda: self._call_model(inputs), lambda out: self._loss(out, targets),
+                logits, loss, self._kind = first_batch(lambda: self._call_model(inputs, model),
+                                                       lambda out: self._loss(out, targets),
                                                        inputs, targets, self.loss_fn, labels)
                 return logits, loss
-            return self._loss(self._call_model(inputs), targets)
+            return self._loss(self._call_model(inputs, model), targets)
 
-    def _call_model(self, inputs: Any) -> Any:
+    def _call_model(self, inputs: Any, model: nn.Module | None = None) -> Any:
         """The model on one batch of inputs: a dict batch is passed as keyword arguments."""
-        return self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
+        model = model or self.model
+        return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+    def _agree(self, window_loss: torch.Tensor) -> torch.Tensor:
+        """Distributed: the window's loss over every process, and whether any process was asked to
+        stop, in one all-reduce; every process then decides the same (skip, roll back, stop)."""
+        packed = torch.stack([window_loss.detach().float().reshape(()),
+                              torch.tensor(1.0 if self._interrupted else 0.0, device=window_loss.device)])
+        self.group.sum(packed)
+        if bool(packed[1] > 0) and not self._stopping:
+            self._stopping = self._interrupted or "a signal to another process"
+        return packed[0]
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files and prints (always, unless distributed and not rank 0)."""
+        return self.group is None or self.group.is_main
 
     def _loss(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
         logits = outputs if isinstance(outputs, torch.Tensor) else getattr(outputs, "logits", outputs)
@@ -335,16 +373,15 @@ class Trainer:
         meter = EpochMeter(self.device)
         name = "validation" if prefix == "eval" else prefix
         labels = check_dataset(dataloader, name)
-        for index, batch in enumerate(epoch_batches(dataloader, seed=0, epoch=0)):
+        for index, batch in enumerate(evaluation_batches(dataloader, self.group)):
             inputs, targets, n = unpack(batch, self.device)
             logits, loss = self._forward(inputs, targets, check=index == 0, labels=labels)
             kind = self._kind or classification_kind(logits, targets, self.loss_fn)
             meter.add_batch(loss, n, accuracy_inputs(kind, logits, self.loss_fn), targets)
         self.model.train(was_training)
-        if meter.samples == 0:
+        metrics = meter.result(prefix, self.group)
+        if not metrics:
             raise DataError(f"the {name} data is empty")
-        metrics = meter.result(prefix)
-        metrics[f"{prefix}_samples"] = meter.samples
         return metrics
 
     def _record(self, metrics: Mapping[str, float], **extra: float) -> None:

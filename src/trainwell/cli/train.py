@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -65,17 +66,26 @@ def run(args: argparse.Namespace) -> int:
     """The whole command under one signal guard: SIGTERM/SIGINT never leave a half-written run directory."""
     from trainwell.runtime import stop_on_signals
 
+    from trainwell.distributed import Group
+
+    group = Group.from_environment()  # under torchrun: join the job first; only rank 0 prints
+    if group is not None and not group.is_main:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0" and not args.resume:
+        args.resume_or_start = True  # torchrun restarted the job: go on from its last checkpoint
     received: list[str] = []
     with stop_on_signals(received.append):
         try:
-            return _run(args, received)
+            return _run(args, received, group)
         except AlreadyComplete as done:
             print(f"trainwell: {done}")
             return 0
 
 
-def _run(args: argparse.Namespace, received: list[str]) -> int:
+def _run(args: argparse.Namespace, received: list[str], group: Any) -> int:
     config, run_dir, checkpoint = resolve_config(args)
+    if group is not None:  # the default run directory is named by the time: take rank 0's
+        run_dir = Path(group.broadcast(str(run_dir)))
     from trainwell.recipes import get_recipe
     from trainwell.rundir import CONFIG, ensure_writable, write_yaml
     from trainwell.runtime import check_precision, resolve_device, seed_everything
@@ -91,7 +101,8 @@ def _run(args: argparse.Namespace, received: list[str]) -> int:
     if received:
         print(f"trainwell: interrupted by {received[0]} before training started; nothing was trained")
         return 0
-    write_yaml(run_dir / CONFIG, {**asdict(config), "run_dir": str(run_dir)})
+    if group is None or group.is_main:
+        write_yaml(run_dir / CONFIG, {**asdict(config), "run_dir": str(run_dir)})
     return train(config, parts, device, run_dir, checkpoint, received)
 
 
@@ -124,6 +135,8 @@ def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, checkpoin
     except TrainingError as e:
         from trainwell.rundir import update_summary
 
+        if not trainer.is_main:
+            return 1
         print(f"trainwell: training stopped: {e}", file=sys.stderr)
         update_summary(run_dir, recipe=config.recipe, status=f"failed: {e}", epochs=trainer.epoch, steps=trainer.step)
         finish(run_dir, console)
@@ -140,7 +153,9 @@ def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, checkpoin
     if trainer.resumed_from is not None and trainer.samples_trained == 0:
         return 0  # already complete: the trainer said so, and every file stays as it was
     if parts.test is not None:
-        console.print(test_line(trainer.test(parts.test)))
+        console.print(test_line(trainer.test(parts.test)))  # every process evaluates its share
+    if not trainer.is_main:
+        return 0
     from trainwell.rundir import update_summary
 
     update_summary(run_dir, recipe=config.recipe, wall_time_s=round(wall, 2))
