@@ -123,6 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
     runs.add_argument("--root", default="runs", help="where to look for runs (default: runs)")
     runs.add_argument("--out", default=None, help="the comparison page (default: ROOT/compare.html)")
+    sweep = commands.add_parser(
+        "sweep", help="search hyperparameters with Optuna, one run directory per trial",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train --trials runs of a recipe or CONFIG.yaml with values Optuna picks from the search space "
+                    "(--param, or the config file's sweep: mapping); other options are fixed for every trial. "
+                    "--run-dir is the sweep directory (default runs/sweep-RECIPE): the study (study.db), one run "
+                    "directory per trial (trial-NNN/), best.yaml and study.html. The same command again continues "
+                    "the study.",
+        epilog="search specs: loguniform:LO:HI, uniform:LO:HI, int:LO:HI, choice:A,B,C\n"
+               "exit status: 0 success (or interrupted), 2 usage or configuration error, 1 no trial completed",
+    )
+    sweep.add_argument("target", nargs="?", default=None, metavar="RECIPE | CONFIG.yaml",
+                       help=f"a recipe ({', '.join(RECIPES)}) or a YAML config file (may hold a sweep: mapping)")
+    sweep.add_argument("--trials", type=int, default=20, metavar="N",
+                       help="trials with a result (complete, pruned or failed) the study should reach (default: 20)")
+    sweep.add_argument("--param", action="append", default=[], metavar="NAME=SPEC",
+                       help="search config field NAME, e.g. lr=loguniform:1e-5:1e-1 or batch_size=choice:32,64,128 "
+                            "(repeat for each field)")
+    sweep.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="trials trained at once, as threads of this process (default: 1; on a few CPU cores "
+                            "1 is fastest)")
+    _add_config_options(sweep)
+    sweep.add_argument("--gpu", action="store_true", help="train every trial on the CUDA GPU (same as --device cuda)")
     parser.commands = dict(commands.choices)
     return parser
 
@@ -139,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from trainwell.cli.inspect import report
 
             return report(args)
+        if args.command == "sweep":
+            from trainwell.cli.sweep import sweep
+
+            return sweep(args)
         if args.command == "runs":
             from trainwell.cli.inspect import runs
 
