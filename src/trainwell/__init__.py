@@ -25,6 +25,7 @@ _EXPORTS = {
     "SkipStep": "trainwell.events",
     "StopTraining": "trainwell.events",
     "seed_everything": "trainwell.runtime",
+    "lr_find": "trainwell.lr_finder",
     "TrainwellError": "trainwell.errors",
     "ConfigError": "trainwell.errors",
     "DataError": "trainwell.errors",
