@@ -70,6 +70,12 @@ class Group:
         dist.all_reduce(tensor)
         return tensor
 
+    def agree(self, loss: torch.Tensor, stop: bool) -> tuple[torch.Tensor, bool]:
+        """(the window's loss over every process, whether any process was asked to stop): one all-reduce."""
+        packed = torch.stack([loss.detach().float().reshape(()), torch.tensor(float(stop), device=loss.device)])
+        self.sum(packed)
+        return packed[0], bool(packed[1] > 0)
+
     def gather(self, value: Any) -> list[Any]:
         """Every process's ``value``, by rank (plain data and CPU tensors)."""
         import torch.distributed as dist

@@ -221,6 +221,25 @@ def drive(spec: Any, interval: str | None, optimizer: torch.optim.Optimizer, bat
     return ScheduleDriver(spec, optimizer, interval or default_interval(spec), length)
 
 
+def ensure_driver(trainer: Any, dataloader: Any, epochs: int | None, accumulation_steps: int) -> ScheduleDriver:
+    """The trainer's schedule driver, built at its first use (with a restored state, if one is
+    waiting) and checked against the run's length at every ``fit``."""
+    from trainwell.data import num_batches
+    from trainwell.distributed import shard_of
+
+    shard = shard_of(dataloader, trainer.group)  # distributed: steps are counted per process
+    batches = num_batches(dataloader) if shard is None else len(shard)
+    if trainer.lr_schedule is None:
+        driver = drive(trainer.scheduler, trainer.scheduler_interval, trainer.optimizer, batches, epochs,
+                       accumulation_steps)
+        if trainer._pending_scheduler_state is not None:
+            driver.load_state_dict(trainer._pending_scheduler_state)
+            trainer._pending_scheduler_state = None
+        return driver
+    trainer.lr_schedule.check_length(run_length(trainer.scheduler, batches, epochs, accumulation_steps))
+    return trainer.lr_schedule
+
+
 def run_length(spec: Any, batches: int | None, epochs: int | None, accumulation_steps: int) -> ScheduleLength | None:
     """The length a built-in schedule needs for this ``fit`` (None for other schedulers)."""
     if not isinstance(spec, (str, tuple, Mapping)) or epochs is None or batches is None:

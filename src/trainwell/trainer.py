@@ -28,8 +28,8 @@ from trainwell.events import Dispatcher, Event, SkipStep, StopTraining, default_
 from trainwell.metrics import EpochMeter, accuracy_inputs, classification_kind
 from trainwell.optim import GradientClipper, OptimizerStep
 from trainwell.runtime import (autocast, check_precision, peak_memory, place_on_device, resolve_device,
-                               seed_everything, set_rng_state, stop_on_signals, to_device)
-from trainwell.schedules import ScheduleDriver, drive, run_length
+                               seed_everything, set_rng_state, stop_on_signals)
+from trainwell.schedules import ScheduleDriver, ensure_driver
 
 HISTORY_KEYS = ("train_loss", "train_acc", "eval_loss", "eval_acc", "learning_rates", "grad_norm",
                 "samples_per_sec", "epoch_time")
@@ -248,8 +248,10 @@ class Trainer:
             window_loss = weighted if window_loss is None else window_loss + weighted
             seen.append((loss, n, accuracy_inputs(self._kind, logits, self.loss_fn), targets))
         self.position += len(window)
-        if self.group is not None:
-            window_loss = self._agree(window_loss)
+        if self.group is not None:  # every process then decides the same (skip, roll back, stop)
+            window_loss, stop = self.group.agree(window_loss, self._interrupted is not None)
+            if stop and not self._stopping:
+                self._stopping = self._interrupted or "a signal to another process"
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = self._clipper(self.step, self._meter.norms == 0)  # None on steps it is not measured
@@ -295,17 +297,9 @@ class Trainer:
     @torch.no_grad()
     def predict(self, data: Any, batch_size: int = 1024) -> torch.Tensor:
         """Model outputs (logits) for a tensor of inputs or a loader of batches, on the CPU."""
-        was_training = self.model.training
-        self.model.eval()
-        if isinstance(data, torch.Tensor):
-            data = InMemoryLoader(data, batch_size=batch_size, shuffle=False)
-        outputs = []
-        for batch in data:
-            inputs = to_device(batch if isinstance(batch, (torch.Tensor, Mapping)) else batch[0], self.device)
-            with self._autocast:
-                outputs.append(getattr(out := self._call_model(inputs), "logits", out).float().cpu())
-        self.model.train(was_training)
-        return torch.cat(outputs) if outputs else torch.empty(0)
+        from trainwell.inference import predict
+
+        return predict(self, data, batch_size)
 
     def _request_stop(self, signal_name: str) -> None:
         """A signal asked to stop: the loop finishes the step in progress, then checkpoints and stops."""
@@ -337,16 +331,6 @@ class Trainer:
         """The model on one batch of inputs: a dict batch is passed as keyword arguments."""
         model = model or self.model
         return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
-
-    def _agree(self, window_loss: torch.Tensor) -> torch.Tensor:
-        """Distributed: the window's loss over every process, and whether any process was asked to
-        stop, in one all-reduce; every process then decides the same (skip, roll back, stop)."""
-        packed = torch.stack([window_loss.detach().float().reshape(()),
-                              torch.tensor(1.0 if self._interrupted else 0.0, device=window_loss.device)])
-        self.group.sum(packed)
-        if bool(packed[1] > 0) and not self._stopping:
-            self._stopping = self._interrupted or "a signal to another process"
-        return packed[0]
 
     @property
     def is_main(self) -> bool:
@@ -391,15 +375,7 @@ class Trainer:
 
     def _ensure_schedule(self, dataloader: Iterable, epochs: int | None, accumulation_steps: int) -> ScheduleDriver:
         """Wrap the scheduler once (built-in names need the run's length, known to ``fit``)."""
-        batches = num_batches(dataloader)
-        if self.lr_schedule is None:
-            self.lr_schedule = drive(self.scheduler, self.scheduler_interval, self.optimizer, batches, epochs,
-                                     accumulation_steps)
-            if self._pending_scheduler_state is not None:
-                self.lr_schedule.load_state_dict(self._pending_scheduler_state)
-                self._pending_scheduler_state = None
-        else:
-            self.lr_schedule.check_length(run_length(self.scheduler, batches, epochs, accumulation_steps))
+        self.lr_schedule = ensure_driver(self, dataloader, epochs, accumulation_steps)
         return self.lr_schedule
 
     # ------------------------------------------------------------------ state
