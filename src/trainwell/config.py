@@ -11,7 +11,7 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from annotated_types import Ge, Gt
 
@@ -29,7 +29,9 @@ class TrainConfig:
 
     recipe: str = _opt("mnist", "the recipe (model + data) to train", cli=False)
     epochs: Annotated[int, Ge(1)] = _opt(5, "number of passes over the training data")
-    lr: Annotated[float, Gt(0)] = _opt(1e-3, "learning rate (peak learning rate for schedules)")
+    lr: Union[Annotated[float, Gt(0)], Literal["suggested"]] = _opt(
+        1e-3, "learning rate (peak learning rate for schedules); 'suggested': run the LR finder first and use its "
+              "suggestion", words=("suggested",))
     batch_size: Annotated[int, Ge(1)] = _opt(64, "samples per micro-batch")
     optimizer: Literal["adam", "adamw", "sgd"] = _opt("adam", "optimizer (torch's fused kernel where available)")
     weight_decay: Annotated[float, Ge(0)] = _opt(0.0, "weight decay (decoupled with adamw)")
@@ -95,6 +97,27 @@ def field_kind(name: str) -> Any:
             return kind
 
 
+def cli_type(name: str) -> Any:
+    """What the command line converts option ``name``'s text with: the field's type, or for a number
+    that also takes words (``--lr suggested``) a converter that accepts either."""
+    kind, words = field_kind(name), FIELDS[name].metadata.get("words", ())
+    if not words:
+        return kind
+
+    def number_or_word(text: str) -> Any:
+        if text in words:
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            import argparse
+
+            raise argparse.ArgumentTypeError(f"expected a number or {' or '.join(map(repr, words))}, "
+                                             f"got {text!r}") from None
+
+    return number_or_word
+
+
 def validate(raw: dict[str, Any], sources: dict[str, str] | None = None) -> TrainConfig:
     """A TrainConfig from plain values; ConfigError with one line on the first problem.
 
@@ -128,7 +151,7 @@ def _typed(key: str, value: Any, name: str) -> Any:
     is left to pydantic.
     """
     kind = field_kind(key)
-    if value is None:
+    if value is None or value in FIELDS[key].metadata.get("words", ()):
         return value
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{name}: input should be a valid integer (got {value!r})")

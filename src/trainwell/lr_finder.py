@@ -99,7 +99,7 @@ def lr_find(trainer: Any, train_data: Iterable, *, min_lr: float = 1e-7, max_lr:
     run during the sweep and the trainer's schedule does not move the learning rate; after
     it, one ``{"kind": "lr_find"}`` record goes to the trainer's loggers.
     """
-    _check_options(min_lr, max_lr, num_steps, accumulation_steps)
+    check_options(min_lr, max_lr, num_steps, accumulation_steps)
     if getattr(trainer, "group", None) is not None:
         raise ConfigError("lr_find runs in a single process: run it (or `trainwell lr-find`) without torchrun, "
                           "then train under torchrun with the learning rate it suggests")
@@ -116,16 +116,21 @@ def lr_find(trainer: Any, train_data: Iterable, *, min_lr: float = 1e-7, max_lr:
     return result
 
 
-def _check_options(min_lr: float, max_lr: float, num_steps: int, accumulation_steps: int) -> None:
+def check_options(min_lr: float, max_lr: float, num_steps: int, accumulation_steps: int = 1,
+                  names: dict[str, str] | None = None) -> None:
+    """ConfigError with one line for a sweep that cannot run; ``names``: how the user spelled each
+    option (``--min-lr`` on the command line)."""
+    called = {"min_lr": "min_lr", "max_lr": "max_lr", "num_steps": "num_steps",
+              "accumulation_steps": "accumulation_steps", **(names or {})}
     for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{name} must be a finite number above 0, got {value!r}")
+            raise ConfigError(f"{called[name]} must be a finite number above 0, got {value!r}")
     if min_lr >= max_lr:
-        raise ConfigError(f"min_lr ({min_lr:g}) must be below max_lr ({max_lr:g})")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
-        raise ConfigError(f"num_steps must be a whole number of at least 2 (both ends of the sweep), got {num_steps!r}")
-    if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
-        raise ConfigError(f"accumulation_steps must be a whole number of at least 1, got {accumulation_steps!r}")
+        raise ConfigError(f"{called['min_lr']} ({min_lr:g}) must be below {called['max_lr']} ({max_lr:g})")
+    for name, value, least in (("num_steps", num_steps, 2), ("accumulation_steps", accumulation_steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            why = " (both ends of the sweep)" if name == "num_steps" else ""
+            raise ConfigError(f"{called[name]} must be a whole number of at least {least}{why}, got {value!r}")
 
 
 class _LossRecorder:

@@ -111,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--resume-or-start", action="store_true",
                         help="continue the run (as --resume) if it has a valid checkpoint, else start it: "
                              "for jobs that may be requeued")
+    lr_find = commands.add_parser(
+        "lr-find", help="the LR range test: plot loss against learning rate, print a suggested rate",
+        description="Smith's range test on a recipe (default: mnist) or CONFIG.yaml, built as `trainwell train` "
+                    "builds it: the learning rate grows exponentially from --min-lr to --max-lr over --num-steps "
+                    "optimizer steps; prints the suggested rate and writes lr_find.png and lr_find.json into "
+                    "--run-dir (default runs/RECIPE-lr-find-YYYYmmdd-HHMMSS). --lr, --epochs and --schedule "
+                    "do not apply to the sweep.",
+    )
+    lr_find.add_argument("target", nargs="?", default=None, metavar="RECIPE | CONFIG.yaml",
+                         help=f"a recipe ({', '.join(RECIPES)}) or a YAML config file")
+    from trainwell.cli.tune import add_arguments as add_lr_find_options
+
+    add_lr_find_options(lr_find)
+    _add_config_options(lr_find)
+    lr_find.add_argument("--gpu", action="store_true", help="run on the CUDA GPU (same as --device cuda)")
     report = commands.add_parser("report", help="(re)build RUN_DIR/report.html and print the health verdict",
                                  description="Write RUN_DIR/report.html: one offline file with the run's curves, "
                                              "gradient flow, throughput, memory, health verdict and config.")
@@ -166,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from trainwell.cli.sweep import sweep
 
             return sweep(args)
+        if args.command == "lr-find":
+            from trainwell.cli.tune import lr_find_command
+
+            return lr_find_command(args)
         if args.command == "runs":
             from trainwell.cli.inspect import runs
 
