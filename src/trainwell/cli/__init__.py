@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "--run-dir is the sweep directory (default runs/sweep-RECIPE): the study (study.db), one run "
                     "directory per trial (trial-NNN/), best.yaml and study.html. The same command again continues "
                     "the study.",
-        epilog="search specs: loguniform:LO:HI, uniform:LO:HI, int:LO:HI, choice:A,B,C\n"
+        epilog="search specs: loguniform:LO:HI, uniform:LO:HI, int:LO:HI, choice:A,B,C\n\n"
+               f"defaults that depend on the recipe:\n{_recipe_defaults_epilog()}\n\n"
                "exit status: 0 success (or interrupted), 2 usage or configuration error, 1 no trial completed",
     )
     sweep.add_argument("target", nargs="?", default=None, metavar="RECIPE | CONFIG.yaml",

@@ -263,8 +263,8 @@ def study_plots(study: Any) -> list[str]:
             ax.plot(*zip(*pruned), "x", color="#8c959f", label="pruned (best epoch)")
         best = [min(t.value for t in complete if t.number <= n) for n in (t.number for t in complete)]
         ax.step([t.number for t in complete], best, where="post", color="#cf222e", label="best so far")
-        ax.set(xlabel="trial", ylabel=monitor)
-        ax.legend(loc="upper right", fontsize="small")
+        _axes(ax, "trial", monitor, [t.value for t in complete] + [v for _, v in pruned])
+        ax.legend(loc="best", fontsize="small")
         sections.append(figure_svg(fig, "history"))
     else:
         sections.append("<p class='note'>No trial completed yet.</p>")
@@ -278,13 +278,26 @@ def study_plots(study: Any) -> list[str]:
             steps = sorted(t.intermediate_values)
             ax.plot(steps, [t.intermediate_values[s] for s in steps], "--" if t.state == TrialState.PRUNED else "-",
                     linewidth=1.2, label=f"trial {t.number}")
-        ax.set(xlabel="epoch", ylabel=monitor)
+        _axes(ax, "epoch", monitor, [v for t in curves for v in t.intermediate_values.values()])
         if len(curves) <= 12:
-            ax.legend(loc="upper right", fontsize="x-small", ncol=2)
+            ax.legend(loc="best", fontsize="x-small", ncol=2)
         sections += [figure_svg(fig, "epochs"), "<p class='note'>Dashed: pruned trials.</p>"]
     else:
         sections.append("<p class='note'>No epoch finished yet.</p>")
     return sections
+
+
+def _axes(ax: Any, xlabel: str, ylabel: str, values: list[float]) -> None:
+    """Whole-number x ticks; a log y axis when the losses span more than the report's factor."""
+    from matplotlib.ticker import MaxNLocator
+
+    from trainwell.report import LOG_SCALE_SPAN
+
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    finite = [v for v in values if math.isfinite(v)]
+    if finite and min(finite) > 0 and max(finite) / min(finite) > LOG_SCALE_SPAN:
+        ax.set_yscale("log")
 
 
 def _importance(study: Any, complete: list, figure_svg: Any, new_figure: Any) -> str:
