@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,3 +227,75 @@ def test_cli_bad_options_exit_2_with_one_line(tmp_path, args, words):
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert all(word in lines[0] for word in words), lines[0]
     assert not (tmp_path / "finder").exists()
+
+
+def test_bf16_sweep_leaves_training_unchanged():
+    def trainer():
+        return make_trainer(precision="bf16")
+
+    alone = fit_twice(trainer(), loader(), None)
+    with_finder = trainer()
+    result = tw.lr_find(with_finder, loader(), num_steps=20)
+    assert all(math.isfinite(v) for v in result.raw_losses)
+    fit_twice(with_finder, loader(), None)
+    assert_same_training(alone, with_finder)
+
+
+def test_lr_find_is_refused_under_distributed_training():
+    trainer = make_trainer()
+    trainer.group = object()  # what a torchrun process's trainer holds
+    with pytest.raises(tw.ConfigError, match="single process"):
+        tw.lr_find(trainer, loader())
+
+
+# --------------------------------------------------------------------------- --lr suggested
+
+
+def test_lr_suggested_is_a_valid_config_value_and_command_line_word():
+    from trainwell.config import cli_type, validate
+
+    assert validate({"recipe": "xor", "lr": "suggested"}).lr == "suggested"
+    assert cli_type("lr")("suggested") == "suggested" and cli_type("lr")("0.01") == 0.01
+    with pytest.raises(Exception, match="a number or 'suggested'"):
+        cli_type("lr")("fast")
+    with pytest.raises(tw.ConfigError, match="--lr"):
+        validate({"recipe": "xor", "lr": "fast"}, {"lr": "--lr"})
+
+
+def test_resolve_suggested_lr_returns_the_printed_rate_and_writes_the_plot(tmp_path, capsys):
+    from trainwell.cli.tune import resolve_suggested_lr
+    from trainwell.config import validate
+
+    config = validate({"recipe": "xor", "lr": "suggested", "epochs": 1})
+    lr = resolve_suggested_lr(config, torch.device("cpu"), tmp_path / "run")
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == f"Suggested learning rate: {lr:.2e} (steepest descent of the smoothed loss); training with it"
+    assert float(f"{lr:.2e}") == lr and 1e-4 < lr < 10
+    assert json.loads((tmp_path / "run" / "lr_find.json").read_text())["suggestion"] == pytest.approx(lr, rel=1e-2)
+    assert (tmp_path / "run" / "lr_find.png").is_file()
+
+
+def test_resolve_suggested_lr_without_a_valley_is_a_config_error(tmp_path, monkeypatch):
+    from trainwell.cli import tune
+    from trainwell.config import validate
+    from trainwell.lr_finder import LRFindResult
+
+    flat = LRFindResult([1e-3, 1e-2], [1.0, 1.0], [1.0, 1.0], None, "no clear valley: the smoothed loss fell only 0.0%")
+    monkeypatch.setattr(tune, "find", lambda *args, **kwargs: flat)
+    with pytest.raises(tw.ConfigError, match="suggests nothing .*give --lr a number"):
+        tune.resolve_suggested_lr(validate({"recipe": "xor", "lr": "suggested"}), torch.device("cpu"), tmp_path)
+
+
+TRAIN_SOURCE = (Path(__file__).parent.parent / "src" / "trainwell" / "cli" / "train.py").read_text()
+
+
+@pytest.mark.skipif("resolve_suggested_lr" not in TRAIN_SOURCE, reason="train --lr suggested not wired in yet")
+def test_train_with_lr_suggested_trains_with_the_suggestion(tmp_path):
+    result = trainwell("train", "xor", "--lr", "suggested", "--epochs", 2, "--run-dir", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("Suggested learning rate"))
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert f"{saved['lr']:.2e}" in line
+    assert (tmp_path / "run" / "lr_find.png").is_file()
