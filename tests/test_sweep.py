@@ -158,6 +158,18 @@ def test_jobs_run_trials_at_once_each_logging_to_its_own_directory(tmp_path: Pat
         assert log.count("run directory ") == 1 and f"trial-{number:03d}" in log
 
 
+def test_trials_the_device_refuses_fail_with_the_reason_and_exit_1(tmp_path: Path, capsys) -> None:
+    sweep_dir = tmp_path / "s"
+    code = main(["sweep", "xor", "--trials", "2", "--param", "lr=uniform:0.01:0.1", "--device", "cpu",
+                 "--precision", "16", "--run-dir", str(sweep_dir)])
+    out = capsys.readouterr().out
+    assert code == 1 and "no trial completed" in out
+    rows = _table_rows(out)
+    assert len(rows) == 2 and all("failed: precision '16'" in row and "needs a CUDA GPU" in row for row in rows)
+    assert all(t.state == TrialState.FAIL and "failure" in t.user_attrs for t in _study(sweep_dir).trials)
+    assert not (sweep_dir / "best.yaml").exists() and (sweep_dir / "study.html").is_file()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--param", "lr=logunifrom:1e-5:1e-1"], "unknown search kind 'logunifrom' (did you mean 'loguniform'?)"),
     (["--param", "lr=loguniform:0:1"], "loguniform needs LO above 0"),

@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from trainwell.config import FIELDS, closest, field_kind, suggest_field, validate
-from trainwell.errors import ConfigError
+from trainwell.errors import ConfigError, TrainwellError
 from trainwell.events import StopTraining
 
 KINDS = ("loguniform", "uniform", "int", "choice")
@@ -306,12 +306,15 @@ def objective(sweep_dir: Path, base: dict[str, Any], sources: dict[str, str], sp
             raise SweepInterrupted(received[0])
         params = {name: param.suggest(trial) for name, param in space.items()}
         directory = trial_dir(sweep_dir, trial.number)
-        config = validate({**base, **params, "run_dir": str(directory)}, sources)
         again = f" (again, for interrupted trial {trial.user_attrs['rerun_of']})" if "rerun_of" in trial.user_attrs else ""
         say(f"trial {trial.number}: {format_params(params)}{again}")
         reporter = PruningReporter(trial)
-        with log_to(directory / "train.log"):
-            code = start(config, directory, None, received, callbacks=[reporter])
+        try:  # a config this combination makes invalid, or one the recipe or device refuses, is this trial's result
+            config = validate({**base, **params, "run_dir": str(directory)}, sources)
+            with log_to(directory / "train.log"):
+                code = start(config, directory, None, received, callbacks=[reporter])
+        except TrainwellError as refused:
+            raise TrialFailed(str(refused)) from None
         trial.set_user_attr("monitor", reporter.monitor)
         if code != 0:
             raise TrialFailed(_failure_line(directory / "train.log"))
