@@ -103,11 +103,11 @@ def _run(args: argparse.Namespace, received: list[str], group: Any) -> int:
         return 0
     if group is None or group.is_main:
         write_yaml(run_dir / CONFIG, {**asdict(config), "run_dir": str(run_dir)})
-    return train(config, parts, device, run_dir, checkpoint, received)
+    return train(config, parts, device, run_dir, checkpoint, received, group)
 
 
 def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, checkpoint: Path | str | None,
-          received: list[str]) -> int:
+          received: list[str], group: Any = None) -> int:
     """Train the recipe's parts; exit 1 with a diagnosis if training fails."""
     from rich.console import Console
 
@@ -116,7 +116,9 @@ def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, checkpoin
 
     console = Console(highlight=False, soft_wrap=True)
     n_params = sum(p.numel() for p in parts.model.parameters())
-    console.print(f"trainwell: recipe {config.recipe} on {device.type}, {n_params:,} parameters, "
+    where = device.type if group is None else (f"{group.world_size} processes ({device.type}, global batch "
+                                               f"{config.batch_size * group.world_size})")
+    console.print(f"trainwell: recipe {config.recipe} on {where}, {n_params:,} parameters, "
                   f"{parts.train.num_samples:,} training samples, run directory {run_dir}")
     console.print(memory.describe(memory.estimate(parts.model, parts.optimizer, parts.example_batch.to(device)),
                                   n_params))
