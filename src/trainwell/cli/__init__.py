@@ -10,7 +10,7 @@ import re
 import sys
 from typing import Sequence
 
-from trainwell.config import ALIASES, FIELDS, field_kind
+from trainwell.config import ALIASES, FIELDS, cli_type, field_kind
 from trainwell.errors import TrainwellError
 from trainwell.recipes import DEFAULTS, RECIPES
 
@@ -81,7 +81,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             continue
         kind = field_kind(name)
         typing = ({"choices": kind} if isinstance(kind, tuple)
-                  else {"type": kind, "metavar": {int: "N", float: "X"}.get(kind, name.upper())})
+                  else {"type": cli_type(name), "metavar": {int: "N", float: "X"}.get(kind, name.upper())})
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
                             help=f"{spec.metadata['help']} ({_default_text(name)})", **typing)
 

@@ -95,6 +95,8 @@ def _run(args: argparse.Namespace, received: list[str], group: Any) -> int:
     if checkpoint is None and any((run_dir / "checkpoints").glob("*.ckpt")) and not args.resume_or_start:
         raise ConfigError(f"run directory {run_dir} already holds a run; add --resume to continue it "
                           "or choose another --run-dir")
+    if config.lr == "suggested":  # run the LR range test first, then train with its suggestion
+        config = suggested(config, device, run_dir, checkpoint, group)
     seed_everything(config.seed)
     parts = get_recipe(config.recipe).build(config, device)
     ensure_writable(run_dir)
@@ -104,6 +106,20 @@ def _run(args: argparse.Namespace, received: list[str], group: Any) -> int:
     if group is None or group.is_main:
         write_yaml(run_dir / CONFIG, {**asdict(config), "run_dir": str(run_dir)})
     return train(config, parts, device, run_dir, checkpoint, received, group)
+
+
+def suggested(config: TrainConfig, device: Any, run_dir: Path, checkpoint: Any, group: Any) -> TrainConfig:
+    """The config with ``lr`` set to the LR finder's suggestion (see ``trainwell lr-find``)."""
+    from dataclasses import replace
+
+    from trainwell.cli.tune import resolve_suggested_lr
+
+    if checkpoint is not None:
+        raise ConfigError("--lr suggested starts a run; a resumed run keeps its learning rate")
+    if group is not None:
+        raise ConfigError("--lr suggested runs the LR finder in one process: run `trainwell lr-find` first, then "
+                          "torchrun ... trainwell train --lr <its suggestion>")
+    return replace(config, lr=resolve_suggested_lr(config, device, run_dir))
 
 
 def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, checkpoint: Path | str | None,
