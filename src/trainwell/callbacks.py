@@ -68,7 +68,8 @@ class EarlyStopping(Callback):
                 self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         if self(value):
             raise StopTraining(
-                f"early stopping: {monitor} has not improved for {self.patience} epochs "
+                f"early stopping: {monitor} has not improved"
+                f"{f' by more than {self.min_delta:g}' if self.min_delta else ''} for {self.patience} epochs "
                 f"(best {self.best:.4g} at epoch {self.best_epoch})"
             )
 
