@@ -98,10 +98,7 @@ def test_sigkill_of_the_whole_job_then_the_same_command_is_bitwise_identical(ref
                "--sleep", "0.03"]
     job = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
-    deadline = time.monotonic() + TIMEOUT
-    while len(list((tmp_path / "run" / "checkpoints").glob("*.manifest.json"))) < 1 + seed:
-        assert job.poll() is None and time.monotonic() < deadline, "the job ended before it could be killed"
-        time.sleep(0.005)
+    _wait_for_checkpoints(job, tmp_path / "run", 1 + seed)
     time.sleep(random.Random(seed).uniform(0, 0.2))
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
@@ -111,6 +108,14 @@ def test_sigkill_of_the_whole_job_then_the_same_command_is_bitwise_identical(ref
                                                   weights(reference / "out").values()))
     steps = [r["step"] for r in records(tmp_path / "run", "step")]
     assert steps == sorted(set(steps)), "a resumed run must not duplicate step records"
+
+
+def _wait_for_checkpoints(job: subprocess.Popen, run_dir: Path, count: int = 1) -> None:
+    """Until ``count`` checkpoints of ``run_dir`` are complete (the job must still be running)."""
+    deadline = time.monotonic() + TIMEOUT
+    while len(list((run_dir / "checkpoints").glob("*.manifest.json"))) < count:
+        assert job.poll() is None and time.monotonic() < deadline, "the job ended before it could be stopped"
+        time.sleep(0.005)
 
 
 def _workers(launcher: subprocess.Popen) -> list[int]:
@@ -127,10 +132,7 @@ def test_one_rank_killed_under_max_restarts_resumes_by_itself_and_finishes_ident
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=1",
                JOB, "out", "--run-dir", "run", "--checkpoint-every", "3", "--epochs", "3", "--sleep", "0.03"]
     job = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + TIMEOUT
-    while not list((tmp_path / "run" / "checkpoints").glob("*.manifest.json")):
-        assert job.poll() is None and time.monotonic() < deadline
-        time.sleep(0.005)
+    _wait_for_checkpoints(job, tmp_path / "run")
     os.kill(_workers(job)[1], signal.SIGKILL)
     out, _ = job.communicate(timeout=TIMEOUT)
     assert job.returncode == 0, out[-3000:]
@@ -145,10 +147,7 @@ def test_sigterm_to_one_rank_checkpoints_and_every_rank_exits_0(tmp_path):
                "train", "mnist", "--num-samples", "12000", "--epochs", "2", "--checkpoint-every", "40",
                "--run-dir", "run"]
     job = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + TIMEOUT
-    while not list((tmp_path / "run" / "checkpoints").glob("*.manifest.json")):
-        assert job.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
+    _wait_for_checkpoints(job, tmp_path / "run")
     os.kill(_workers(job)[1], signal.SIGTERM)
     out, _ = job.communicate(timeout=TIMEOUT)
     assert job.returncode == 0, out[-3000:]

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from trainwell.cli.resume import AlreadyComplete, find_resume, resumed_config
 from trainwell.config import FIELDS, TrainConfig, validate
@@ -86,19 +86,27 @@ def _run(args: argparse.Namespace, received: list[str], group: Any) -> int:
     config, run_dir, checkpoint = resolve_config(args)
     if group is not None:  # the default run directory is named by the time: take rank 0's
         run_dir = Path(group.broadcast(str(run_dir)))
+    return start(config, run_dir, checkpoint, received, resume_or_start=args.resume_or_start, group=group)
+
+
+def start(config: TrainConfig, run_dir: Path, checkpoint: Path | str | None, received: list[str], *,
+          resume_or_start: bool = False, group: Any = None, callbacks: Sequence[Any] = ()) -> int:
+    """Build the recipe and train it in ``run_dir``: ``trainwell train`` once its config is resolved.
+    ``callbacks`` join the recipe's (a sweep trial's pruning reporter)."""
     from trainwell.recipes import get_recipe
     from trainwell.rundir import CONFIG, ensure_writable, write_yaml
     from trainwell.runtime import check_precision, resolve_device, seed_everything
 
     device = resolve_device(config.device)  # every user error before anything is written
     check_precision(config.precision, device)
-    if checkpoint is None and any((run_dir / "checkpoints").glob("*.ckpt")) and not args.resume_or_start:
+    if checkpoint is None and any((run_dir / "checkpoints").glob("*.ckpt")) and not resume_or_start:
         raise ConfigError(f"run directory {run_dir} already holds a run; add --resume to continue it "
                           "or choose another --run-dir")
     if config.lr == "suggested":  # run the LR range test first, then train with its suggestion
         config = suggested(config, device, run_dir, checkpoint, group)
     seed_everything(config.seed)
     parts = get_recipe(config.recipe).build(config, device)
+    parts.callbacks.extend(callbacks)
     ensure_writable(run_dir)
     if received:
         print(f"trainwell: interrupted by {received[0]} before training started; nothing was trained")
