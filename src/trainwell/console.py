@@ -7,6 +7,10 @@ from typing import Any
 
 from rich.console import Console
 
+# Metrics some recipes add beside the loss (trainwell.setmetrics), in the order shown: (key, label, format).
+EXTRA_METRICS = (("eval_mae", "Val MAE", "{:.4g}"), ("eval_r2", "Val R²", "{:.3f}"),
+                 ("eval_pairwise_acc", "Val Pairwise Acc", "{:6.2%}"), ("eval_ndcg10", "Val NDCG@10", "{:.3f}"))
+
 
 class ConsoleReporter:
     """Prints ``Epoch [1/5]  Train Loss … | Train Acc … / Val Loss … | Val Acc … ✓ best model saved``."""
@@ -82,6 +86,7 @@ def epoch_line(epoch: int, epochs: int | None, metrics: dict[str, float], note: 
         parts.append(f"/ Val Loss: {metrics['eval_loss']:.4f}")
     if "eval_acc" in metrics:
         parts.append(f"| Val Acc: {metrics['eval_acc']:6.2%}")
+    parts += [f"| {label}: {form.format(metrics[key])}" for key, label, form in EXTRA_METRICS if key in metrics]
     lr = metrics.get("lr")
     if lr is not None and previous_lr is not None and lr != previous_lr:
         parts.append(f"| lr {lr:.4g}")

@@ -22,6 +22,8 @@ MAX_POINTS = 2000  # per plotted line: keeps a long run's report small
 MAX_HEATMAP_COLUMNS = 300  # per-layer records shown in the gradient-flow heatmap
 LOG_SCALE_SPAN = 20  # a series spanning more than this factor is drawn on a log axis
 EPOCH_ROWS = 10  # a longer epoch table shows its first and last rows, the rest folded away
+# Whole-set metrics some recipes log beside the loss (trainwell.setmetrics) as eval_<name> / test_<name>.
+SET_METRICS = {"mae": "MAE", "r2": "R²", "pairwise_acc": "pairwise accuracy", "ndcg10": "NDCG@10"}
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0 auto;
        max-width: 1180px; padding: 24px; color: #1d232b; background: #fff; line-height: 1.45; }
@@ -326,7 +328,9 @@ def _epoch_table(run: Run) -> str:
     if not run.epochs:
         return _note("Not recorded: no epoch has finished.")
     columns = [("epoch", "epoch"), ("train_loss", "train loss"), ("train_acc", "train acc"),
-               ("eval_loss", "val loss"), ("eval_acc", "val acc"), ("lr", "lr"), ("epoch_time", "time (s)"),
+               ("eval_loss", "val loss"), ("eval_acc", "val acc"),
+               *((f"eval_{k}", f"val {label}") for k, label in SET_METRICS.items()),
+               ("lr", "lr"), ("epoch_time", "time (s)"),
                ("samples_per_sec", "samples/s"), ("best", "best")]
     columns = [(k, label) for k, label in columns if any(k in e for e in run.epochs)]
     header = [label for _, label in columns]
@@ -341,10 +345,12 @@ def _epoch_table(run: Run) -> str:
 
 
 def _test_table(run: Run) -> str:
-    test = run.test()
+    test = {**run.test(), **{k: v for k, v in run.last("test").items()
+                           if k.startswith("test_") and k[5:] in SET_METRICS}}
     if not test:
         return _note("Not recorded: no test-set evaluation.")
-    labels = {"test_loss": "loss", "test_acc": "accuracy", "test_samples": "samples"}
+    labels = {"test_loss": "loss", "test_acc": "accuracy", "test_samples": "samples",
+              **{f"test_{k}": label for k, label in SET_METRICS.items()}}
     return html_table(["metric", "value"], [[labels[k], _pct(k, v)] for k, v in test.items()])
 
 
