@@ -34,15 +34,16 @@ def load_diabetes_tensors() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(data.data, dtype=torch.float32), torch.tensor(data.target, dtype=torch.float32)
 
 
-def standardised_splits(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[tuple, float]:
+def standardised_splits(x: torch.Tensor, y: torch.Tensor, seed: int, targets: bool = True) -> tuple[tuple, float]:
     """((x, y) train, validation, test) standardised by the training split's mean and standard
-    deviation, and the targets' standard deviation (to report errors in the original units)."""
+    deviation (the targets too, unless ``targets=False``), and the training targets' standard
+    deviation (to report errors in the original units)."""
     splits = train_val_test_split(x, y, seed=seed, **SPLIT)
     (x_train, y_train) = splits[0]
     x_mean, x_std = x_train.mean(0), x_train.std(0)
-    y_mean, y_std = y_train.mean(), y_train.std()
+    y_mean, y_std = (y_train.mean(), y_train.std()) if targets else (0.0, 1.0)
     scaled = tuple(((xs - x_mean) / x_std, (ys - y_mean) / y_std) for xs, ys in splits)
-    return scaled, float(y_std)
+    return scaled, float(y_train.std())
 
 
 def regression_metrics(target_std: float):
