@@ -261,3 +261,37 @@ def test_cli_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path: Path) -
 
     assert bitwise_equal(load_file(tmp_path / "stopped" / "model.safetensors"),
                          load_file(tmp_path / "reference" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("recipe", ["regression", "ranking"])
+def test_cli_sigterm_then_resume_is_exact_for_the_regression_and_ranking_recipes(tmp_path: Path, recipe: str) -> None:
+    """Batch 4 and checkpoints every 25 steps: a run of a few thousand steps that SIGTERM lands in the middle of."""
+    from safetensors.torch import load_file
+
+    command = [sys.executable, "-m", "trainwell", "train", recipe, "--epochs", "12", "--batch-size", "4",
+               "--checkpoint-every", "25"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    reference = subprocess.run([*command, "--run-dir", "reference"], cwd=tmp_path, env=env, capture_output=True,
+                               text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    process = subprocess.Popen([*command, "--run-dir", "stopped"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    while not any((tmp_path / "stopped" / "checkpoints").glob("*.manifest.json")):
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "interrupted by SIGTERM" in out
+    assert not (tmp_path / "stopped" / "model.safetensors").exists(), "the run stopped before its end"
+    resumed = subprocess.run([sys.executable, "-m", "trainwell", "train", "--resume", "stopped"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert bitwise_equal(load_file(tmp_path / "stopped" / "model.safetensors"),
+                         load_file(tmp_path / "reference" / "model.safetensors"))
+    epochs = [json.loads(line) for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line).get("kind") == "epoch"]
+    reference_epochs = [json.loads(line) for line in (tmp_path / "reference" / "metrics.jsonl").read_text()
+                        .splitlines() if json.loads(line).get("kind") == "epoch"]
+    metric = "eval_r2" if recipe == "regression" else "eval_ndcg10"
+    assert [e[metric] for e in epochs] == [e[metric] for e in reference_epochs]
