@@ -213,6 +213,29 @@ def unpack(batch: Any, device: torch.device) -> tuple[Any, Any, int]:
     raise DataError(f"a batch must be (inputs, targets) or a dict, got {type(batch).__name__}")
 
 
+def split(batch: tuple[Any, Any, int], size: int | None) -> list[tuple[Any, Any, int]]:
+    """An unpacked ``(inputs, targets, samples)`` batch as consecutive micro-batches of at most
+    ``size`` samples (``[batch]`` itself when it fits, or ``size`` is None).
+
+    Tensors (also in a dict) and lists whose first dimension is the batch are sliced, views
+    without copies; anything else (a scalar option in a dict batch) goes to every part."""
+    inputs, targets, n = batch
+    if size is None or n <= size:
+        return [batch]
+    return [(_part(inputs, lo, lo + size, n), _part(targets, lo, lo + size, n), min(size, n - lo))
+            for lo in range(0, n, size)]
+
+
+def _part(value: Any, lo: int, hi: int, n: int) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _part(item, lo, hi, n) for key, item in value.items()}
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == n:
+        return value[lo:hi]
+    if isinstance(value, (list, tuple)) and len(value) == n:
+        return value[lo:hi]
+    return value
+
+
 def num_batches(loader: Iterable) -> int | None:
     """Batches per epoch, or None for an iterable without a length."""
     try:

@@ -40,6 +40,9 @@ def capture(trainer: Any) -> dict[str, Any]:
             "step": trainer.step,
             "position": trainer.position,
             "data_seed": trainer.data_seed,
+            # set after an out-of-memory error, so a resume does not hit it again (None: whole batches)
+            "micro_batch_size": trainer.micro_batch_size,
+            "eval_micro_batch_size": trainer.eval_micro_batch_size,
             "history": {k: list(v) for k, v in trainer.history.items()},
             "meter": meter,
             **per_rank,
@@ -95,6 +98,9 @@ def restore(trainer: Any, state: Mapping[str, Any]) -> None:
     saved = state["trainer"]
     trainer.epoch, trainer.step, trainer.position = saved["epoch"], saved["step"], saved["position"]
     trainer.data_seed = saved["data_seed"]
+    # checkpoints written before out-of-memory recovery existed have no micro-batch size: whole batches
+    trainer.micro_batch_size = saved.get("micro_batch_size")
+    trainer.eval_micro_batch_size = saved.get("eval_micro_batch_size")
     trainer.history = {key: list(saved["history"].get(key, [])) for key in trainer.history}
     trainer._meter = EpochMeter(trainer.device)
     trainer._meter.load_state_dict(meter)
@@ -135,5 +141,6 @@ def resume(trainer: Any, resume: str | os.PathLike) -> Path | None:
     trainer.load_checkpoint(path)
     trainer.resumed_from = {"path": str(path), "step": trainer.step, "epoch": trainer.epoch, "batch": trainer.position}
     where = f"epoch {trainer.epoch + 1}, batch {trainer.position}" if trainer.position else f"the start of epoch {trainer.epoch + 1}"
-    trainer.notice(f"resumed from step {trainer.step} ({where}) of {trainer.run_dir or path}")
+    kept = f"; micro-batches of {trainer.micro_batch_size} (an earlier out-of-memory)" if trainer.micro_batch_size else ""
+    trainer.notice(f"resumed from step {trainer.step} ({where}) of {trainer.run_dir or path}{kept}")
     return path

@@ -18,14 +18,15 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from trainwell import checkpoint, state
+from trainwell import checkpoint, oom, state
 from trainwell.records import end_record, start_record
 from trainwell.checks import check_dataset, check_options, check_window, first_batch
-from trainwell.data import InMemoryLoader, epoch_batches, evaluation_batches, num_batches, unpack, windows
+from trainwell.data import InMemoryLoader, epoch_batches, num_batches, split, unpack, windows
+from trainwell.evaluation import evaluate
 from trainwell.distributed import Group, Shard, shard_of
 from trainwell.errors import ConfigError, DataError, Interrupted, TrainwellError
 from trainwell.events import Dispatcher, Event, SkipStep, StopTraining, default_callbacks
-from trainwell.metrics import EpochMeter, accuracy_inputs, classification_kind
+from trainwell.metrics import EpochMeter, accuracy_inputs
 from trainwell.optim import GradientClipper, OptimizerStep
 from trainwell.runtime import (autocast, check_precision, peak_memory, place_on_device, resolve_device,
                                seed_everything, set_rng_state, stop_on_signals)
@@ -93,7 +94,9 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
-        self.position = 0  # micro-batches consumed in the current epoch
+        self.position = 0  # loaded batches consumed in the current epoch
+        # Samples per forward, set when one ran out of memory (None: each loaded batch whole); checkpointed.
+        self.micro_batch_size = self.eval_micro_batch_size = None  # type: int | None
         self.history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
         self.stop_reason: str | None = None
         self.batches_per_epoch: int | None = None
@@ -226,27 +229,16 @@ class Trainer:
     def _train_step(self, window: list) -> None:
         """One optimizer step: forward, loss, backward over the window's micro-batches, clip, step, schedule.
 
-        Each micro-batch's mean loss is weighted by its share of the window's samples, so
-        k micro-batches give exactly the update of one k-times-larger batch, ragged or not.
+        Out of memory, the same samples are retried from the first micro-batch, in micro-batches
+        of half the size (kept for the rest of the run), with gradients zeroed and the RNG rewound.
         """
         batches = [unpack(batch, self.device) for batch in window]
         # The window's samples on every process: each micro-batch weighs its share of them.
         total = (sum(self._shard.global_size(self.position + i) for i in range(len(window))) if self._shard
                  else sum(n for _, _, n in batches))
-        seen = []  # per micro-batch (loss, samples, accuracy inputs, targets): counted only if the step is taken
-        window_loss = None
-        last = len(batches) - 1
-        for index, (inputs, targets, n) in enumerate(batches):
-            with self._net.no_sync() if self.group and index < last else self._all_sync:  # DDP: sync the last only
-                logits, loss = self._forward(inputs, targets, check=not self._train_checked,
-                                             labels=self._dataset_labels, model=self._net)
-                self._train_checked = True
-                weighted = loss if n == total else loss * (n / total)
-                (self.scaler.scale(weighted) if self.scaler else weighted).backward()
-            loss = loss.detach()
-            weighted = loss if n == total else weighted.detach()
-            window_loss = weighted if window_loss is None else window_loss + weighted
-            seen.append((loss, n, accuracy_inputs(self._kind, logits, self.loss_fn), targets))
+        rewind = oom.step_rng_state(self.device)  # a retry replays the step's random draws (dropout)
+        window_loss, seen = oom.retrying(lambda: self._accumulate(batches, total),
+                                         lambda message: self._smaller_micro_batch(message, batches, rewind))
         self.position += len(window)
         if self.group is not None:  # every process then decides the same (skip, roll back, stop)
             window_loss, stop = self.group.agree(window_loss, self._interrupted is not None)
@@ -278,19 +270,44 @@ class Trainer:
         self.lr_schedule.step_end()
         self.events.step_event(Event.STEP_END, self, window_loss, grad_norm)
 
-    @torch.no_grad()
+    def _accumulate(self, batches: list, total: int) -> tuple[torch.Tensor, list]:
+        """Forward and backward over the loaded batches in parts of at most ``micro_batch_size``: (window loss,
+        per part (loss, samples, accuracy inputs, targets)). Each part's mean loss weighs its share of the
+        window's ``total`` samples, so k parts give exactly the update of one k-times-larger batch, ragged or not."""
+        if self.micro_batch_size is not None:
+            batches = [part for batch in batches for part in split(batch, self.micro_batch_size)]
+        seen, window_loss, last = [], None, len(batches) - 1  # seen: counted only if the step is taken
+        for index, (inputs, targets, n) in enumerate(batches):
+            with self._net.no_sync() if self.group and index < last else self._all_sync:  # DDP: sync the last only
+                logits, loss = self._forward(inputs, targets, check=not self._train_checked,
+                                             labels=self._dataset_labels, model=self._net)
+                self._train_checked = True
+                weighted = loss if n == total else loss * (n / total)
+                (self.scaler.scale(weighted) if self.scaler else weighted).backward()
+            loss = loss.detach()
+            weighted = loss if n == total else weighted.detach()
+            window_loss = weighted if window_loss is None else window_loss + weighted
+            seen.append((loss, n, accuracy_inputs(self._kind, logits, self.loss_fn), targets))
+        return window_loss, seen
+
+    def _smaller_micro_batch(self, message: str, batches: list, rewind: tuple) -> None:
+        """Out of memory: the failed attempt's gradients dropped, the micro-batch halved, the RNG rewound."""
+        self._optimizer_step.zero_grad()
+        self.micro_batch_size = oom.halve(self, message, [n for _, _, n in batches], self.micro_batch_size,
+                                          "micro-batch")
+        oom.rewind_rng(rewind, self.device)
+
     def evaluate(self, dataloader: Iterable) -> tuple[float, float | None]:
         """Per-sample mean loss and accuracy (None when not classifying) over the whole set."""
-        metrics = self._evaluate(dataloader, "eval")
+        metrics = evaluate(self, dataloader, "eval")
         self._epoch_metrics.update(metrics)
         self._record(metrics)
         self.events(Event.EVAL_END, self, metrics=metrics)
         return metrics["eval_loss"], metrics.get("eval_acc")
 
-    @torch.no_grad()
     def test(self, dataloader: Iterable) -> dict[str, float]:
         """Final metrics on a held-out set: ``{"test_loss", "test_acc"?, "test_samples"}``; history untouched."""
-        metrics = self._evaluate(dataloader, "test")
+        metrics = evaluate(self, dataloader, "test")
         self.log({"kind": "test", **metrics})
         return metrics
 
@@ -350,23 +367,6 @@ class Trainer:
             if "out of bounds" in str(e):
                 raise DataError(f"a label is outside the model's {logits.shape[-1]} outputs ({e})") from e
             raise
-
-    def _evaluate(self, dataloader: Iterable, prefix: str) -> dict[str, float]:
-        was_training = self.model.training
-        self.model.eval()
-        meter = EpochMeter(self.device)
-        name = "validation" if prefix == "eval" else prefix
-        labels = check_dataset(dataloader, name)
-        for index, batch in enumerate(evaluation_batches(dataloader, self.group)):
-            inputs, targets, n = unpack(batch, self.device)
-            logits, loss = self._forward(inputs, targets, check=index == 0, labels=labels)
-            kind = self._kind or classification_kind(logits, targets, self.loss_fn)
-            meter.add_batch(loss, n, accuracy_inputs(kind, logits, self.loss_fn), targets)
-        self.model.train(was_training)
-        metrics = meter.result(prefix, self.group)
-        if not metrics:
-            raise DataError(f"the {name} data is empty")
-        return metrics
 
     def _record(self, metrics: Mapping[str, float], **extra: float) -> None:
         for key, value in {**metrics, **extra}.items():
