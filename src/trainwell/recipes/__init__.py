@@ -20,8 +20,8 @@ RECIPES = {
                                      "early stopping"),
     "regression": ("trainwell.recipes.regression", "diabetes progression (scikit-learn's bundled data): a 10-64-64-1 "
                                                    "MLP, MSE, 442 patients split 70/15/15, MAE and R² reported"),
-    "ranking": ("trainwell.recipes.ranking", "order diabetes patients by progression: pairwise margin loss "
-                                             "(seed 001) on a 10-64-64-1 score model, pairwise accuracy, NDCG@10"),
+    "ranking": ("trainwell.recipes.ranking", "order diabetes patients by progression: a pairwise margin loss "
+                                             "on a 10-64-64-1 score model, pairwise accuracy and NDCG@10"),
 }
 # Kept here, not in the recipe modules, so a config is validated before torch is imported.
 DEFAULTS = {
