@@ -215,6 +215,8 @@ def test_out_of_memory_in_distributed_training_is_refused_clearly():
     trainer.group = Group(rank=1, world_size=2, local_rank=1)
     with pytest.raises(TrainingError, match=r"out of memory on cpu \(rank 1\) at micro-batch 64: .*under torchrun"):
         oom.halve(trainer, "CUDA out of memory", [64], None, "micro-batch")
+    # evaluation has no collective until its sums: each process may halve its own evaluation batch
+    assert oom.halve(trainer, "CUDA out of memory", [64], None, "evaluation batch") == 32
 
 
 @pytest.mark.slow
