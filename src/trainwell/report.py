@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trainwell.plotting import figure_svg, inline_svg, new_figure
+from trainwell.report_memory import memory_section
 from trainwell.runs import Run, load_run
 from trainwell.verdict import DATA_WAIT_SHARE, Finding, diagnose, of_kind
 
@@ -64,7 +65,7 @@ def render(run: Run) -> str:
         ("Loss, learning rate and gradient norm over the steps", _steps(run, _cited_spikes(run, findings))),
         ("Gradient flow per layer", _layer_flow(run)),
         ("Throughput and data loading", _throughput(run)),
-        ("Memory", _memory(run)),
+        ("Memory", memory_section(run)),
         ("Health-guard interventions", _interventions(run)),
         ("Epochs", _epoch_table(run)),
         ("Final test metrics", _test_table(run)),
@@ -270,47 +271,6 @@ def _throughput(run: Run) -> str:
     return figure_svg(fig, "throughput") + note
 
 
-def _memory(run: Run) -> str:
-    estimate = run.last("start").get("memory") or {}
-    parts = [(k.replace("_", " "), estimate[k]) for k in ("parameters", "gradients", "optimizer_state", "activations")
-             if _finite(estimate.get(k))]
-    measured = [(e["epoch"], e["memory_bytes"] / 2**20) for e in run.epochs if _finite(e.get("memory_bytes"))]
-    if not parts and not measured:
-        return _note("Not recorded: this run logged no memory estimate or measurement.")
-    from matplotlib.ticker import MaxNLocator
-
-    on_cpu = run.last("start").get("device", "cpu") == "cpu"
-    what = "peak process memory (RSS)" if on_cpu else "peak device memory"
-    fig = new_figure(13 if parts and measured else 7, 2.6)
-    axes = list(fig.subplots(1, 2, width_ratios=(3, 2)) if parts and measured else [fig.subplots()])
-    if parts:
-        ax, left = axes.pop(0), 0.0
-        unit, scale = ("KB", 2**10) if sum(size for _, size in parts) < 2**20 else ("MB", 2**20)
-        for i, (name, size) in enumerate(parts):
-            ax.barh(0, size / scale, left=left, color=f"C{i}", label=f"{name} {_size(size)}")
-            left += size / scale
-        ax.set(yticks=[], xlabel=unit, title="Training memory estimate (before training)")
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncols=4)
-    if measured:
-        ax = axes.pop(0)
-        ax.bar(*zip(*measured), color="C7")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="epoch", ylabel="MB", title=f"Measured {what}")
-    text = []
-    if _finite(estimate.get("total")):
-        text.append(f"Estimated training memory: {_size(estimate['total'])} (parameters, gradients, optimizer "
-                    "state and one micro-batch's activations).")
-    if measured:
-        text.append(f"Measured {what}: {max(m for _, m in measured):,.1f} MB.")
-        # The two measure different things; say so, or the gap reads as a bad estimate.
-        text.append("That is the whole process: Python, torch's own libraries (a few hundred MB before any "
-                    "model exists) and the data held in memory, so it is far above the estimate."
-                    if on_cpu else "That counts every tensor torch allocated on the device, the data there "
-                    "included; the CUDA context (a few hundred MB) comes on top.")
-    body = f"<p>{_e(' '.join(text))}</p>" if text else ""
-    return figure_svg(fig, "memory") + body + ("" if measured else _note("Measured peak memory: not recorded."))
-
-
 def _interventions(run: Run) -> str:
     records = of_kind(run.records, "intervention")
     if not records:
@@ -382,15 +342,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}" if abs(value) >= 10_000 else str(value)
     return str(value)
-
-
-def _size(size: float) -> str:
-    """Bytes in the unit that reads best: 620 B, 12.4 KB, 3.8 MB, 1.2 GB."""
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
 
 
 def _note(text: str) -> str:
