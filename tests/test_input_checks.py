@@ -156,3 +156,13 @@ def test_a_verbose_resume_says_where_it_picked_up_and_a_quiet_one_does_not_warn(
     assert f"trainwell: resumed from step 8 (the start of epoch 3) of {tmp_path / 'run'}" in out
     trainer(False).fit(tw.InMemoryLoader(x, y, batch_size=16), epochs=3, resume="auto")
     assert not [w for w in recwarn if "resumed" in str(w.message)]
+
+
+def test_an_out_of_memory_in_the_first_batch_loss_is_not_explained_as_a_data_error():
+    def loss_fn(outputs, targets):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    with pytest.raises(torch.OutOfMemoryError):
+        tw.Trainer(nn.Linear(4, 3), torch.optim.SGD(nn.Linear(4, 3).parameters(), lr=0.1), loss_fn,
+                   device="cpu", health=False).evaluate(tw.InMemoryLoader(x, y, batch_size=8))

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from trainwell.data import InMemoryLoader, num_batches
 from trainwell.errors import ConfigError, DataError
 from trainwell.metrics import classification_kind
+from trainwell.oom import is_out_of_memory
 
 _SHAPE_ERRORS = ("shape", "size mismatch", "mat1 and mat2", "must match the size", "expected input")
 # Losses that compare output and target element by element: different shapes broadcast silently.
@@ -126,7 +127,7 @@ def first_batch(forward: Callable[[], Any], compute_loss: Callable[[Any], tuple]
     try:
         outputs = forward()
     except RuntimeError as e:
-        if not any(hint in str(e) for hint in _SHAPE_ERRORS):
+        if is_out_of_memory(e) or not any(hint in str(e) for hint in _SHAPE_ERRORS):
             raise
         raise DataError(f"model and data do not fit: the model fails on the first batch's inputs of shape "
                         f"{_shape_of(inputs)} ({str(e).splitlines()[0]})") from e
@@ -142,6 +143,8 @@ def first_batch(forward: Callable[[], Any], compute_loss: Callable[[Any], tuple]
         try:
             logits, loss = compute_loss(outputs)
         except (RuntimeError, ValueError) as e:
+            if is_out_of_memory(e):
+                raise
             raise _loss_error(e, logits, targets, loss_fn) from e
     for warning in caught:
         if "different to the input size" in str(warning.message):
