@@ -498,3 +498,36 @@ def test_xor_recipe_early_stopping_fires(tmp_path):
     assert EarlyStopping().min_delta == 0.0  # the public default stays as the spec fixes it
     stopper.best = 1e-5
     assert not stopper.improved(1e-5 - 1e-7)
+
+
+def _baseline(**values):
+    return [{"kind": "baseline", "step": 10, "epoch": 1, "split": "validation", **values}]
+
+
+def test_a_regression_that_fits_its_training_data_is_not_called_underfitting():
+    """Validation R² 0.49 at the data's noise ceiling (least squares gets 0.47), training R² 0.6."""
+    noisy = epochs([0.97, 0.6, 0.45, 0.40, 0.385], [0.80, 0.55, 0.491, 0.50, 0.509])
+    assert "underfitting" not in codes(noisy + _baseline(predictor="the mean of the targets", loss=0.966))
+    cannot_fit = epochs([0.97, 0.9, 0.85, 0.84, 0.83], [0.95, 0.9, 0.88, 0.87, 0.87])
+    f = finding(cannot_fit + _baseline(predictor="the mean of the targets", loss=0.966), "underfitting")
+    assert "0.87 at epoch 4" in f.evidence and "barely beats predicting the mean" in f.title  # its best epoch
+
+
+def test_a_ranking_run_is_judged_by_its_metrics_against_random_order_not_by_its_loss():
+    """A margin loss on noisy pairs does not halve (0.935 -> 0.494); pairwise accuracy 0.758 vs 0.5 is learning."""
+    baseline = _baseline(predictor="random order", pairwise_acc=0.5, ndcg10=0.518)
+    learning = epochs([0.935, 0.6, 0.52, 0.50, 0.495, 0.494], eval_pairwise_acc=[0.6, 0.7, 0.74, 0.75, 0.757, 0.758],
+                      eval_ndcg10=[0.7, 0.78, 0.8, 0.81, 0.815, 0.817])
+    assert "underfitting" not in codes(learning + baseline)
+    stuck = epochs([0.99, 0.85, 0.8, 0.79, 0.79, 0.79], eval_pairwise_acc=[0.52, 0.53, 0.53, 0.54, 0.54, 0.54],
+                   eval_ndcg10=[0.52, 0.53, 0.53, 0.53, 0.54, 0.54])
+    f = finding(stuck + baseline, "underfitting")
+    assert "barely beats random order" in f.title and "pairwise_acc 0.54 against 0.5" in f.evidence
+
+
+def test_an_out_of_memory_halving_is_its_own_finding_not_a_health_guard_intervention():
+    oom = [{"kind": "intervention", "step": 0, "epoch": 1, "cause": "out of memory on cpu (CUDA out of memory.)",
+            "action": "micro-batch 64 -> 32, accumulation 1 -> 2"}]
+    found = codes(HEALTHY + oom)
+    assert "out_of_memory" in found and "interventions" not in found
+    assert "micro-batch 64 -> 32" in finding(HEALTHY + oom, "out_of_memory").evidence

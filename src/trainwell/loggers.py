@@ -42,7 +42,8 @@ def _keep_line(line: str, keep: Callable[[dict], bool]) -> bool:
 class CsvLogger:
     """``epochs.csv``: the per-epoch summary, one row per epoch, for spreadsheets."""
 
-    COLUMNS = ("epoch", "step", "train_loss", "train_acc", "eval_loss", "eval_acc", "lr", "grad_norm",
+    COLUMNS = ("epoch", "step", "train_loss", "train_acc", "eval_loss", "eval_acc", "eval_mae", "eval_r2",
+               "eval_pairwise_acc", "eval_ndcg10", "lr", "grad_norm",
                "samples_per_sec", "epoch_time", "data_wait_share", "memory_bytes")
 
     def __init__(self, path: Path, keep: Callable[[dict], bool] | None = None):

@@ -108,9 +108,10 @@ class Run:
         return min(scored, key=lambda r: r["eval_loss"]) if scored else {}
 
     def test(self) -> dict[str, Any]:
-        """``test_loss``, ``test_acc``, ``test_samples`` from the test record or summary.json."""
+        """``test_loss``, ``test_acc``, ``test_samples`` and a recipe's other test metrics (MAE, R², NDCG)
+        from the test record or summary.json."""
         source = self.last("test") or self.summary
-        return {k: source[k] for k in ("test_loss", "test_acc", "test_samples") if k in source}
+        return {k: v for k, v in source.items() if k.startswith("test_")}
 
     def wall_time(self) -> float | None:
         value = self.summary.get("wall_time_s") or self.last("end").get("wall_time_s")

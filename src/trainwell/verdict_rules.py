@@ -50,6 +50,10 @@ OVERFIT_ACC_GAP = 0.15
 PLATEAU = 0.02
 UNDERFIT_ACC = 0.70
 UNDERFIT_LOSS_SHARE = 0.5
+# ...and when the recipe logs a baseline of metrics (random order for ranking), the loss scale says
+# nothing (a margin loss on noisy pairs never halves): it underfits when its validation metrics close
+# under a fifth of the gap between the baseline and perfect.
+UNDERFIT_METRIC_GAIN = 0.2
 MIN_EPOCHS_FOR_PLATEAU = 4
 # Gradients: a weight matrix whose typical gradient norm is below 1e-5 of the largest one's learns
 # ~100,000x slower than the rest (vanishing). Judged on matrices (ndim >= 2): a 1-D tensor can get
@@ -207,6 +211,8 @@ def underfitting(run: Run) -> list[Finding]:
               "or check the features carry the signal and the labels are right.")
     if run.baseline is not None and run.epochs:
         return _below_baseline(run, advice)
+    if run.metric_baseline is not None:
+        return _below_metric_baseline(run, advice)
     losses = [(r.get("epoch"), r["train_loss"], r.get("train_acc"), r.get("eval_loss"), r.get("eval_acc"))
               for r in run.epochs if finite(r.get("train_loss"))]
     if len(losses) < MIN_EPOCHS_FOR_PLATEAU or losses[0][1] <= 0:
@@ -232,11 +238,20 @@ def underfitting(run: Run) -> list[Finding]:
 
 
 def _below_baseline(run: Run, advice: str) -> list[Finding]:
-    """A regression compared with predicting the mean of its targets (the baseline record)."""
+    """A regression compared with predicting the mean of its targets (the baseline record).
+
+    Judged at the best epoch (the weights early stopping keeps), and only when the training loss
+    is above the share too: a model that fits its training data but not the validation data is
+    held back by noise in the data or by overfitting, not by its capacity.
+    """
     key = "eval_loss" if run.baseline.get("split") == "validation" else "train_loss"
-    last = next((r for r in reversed(run.epochs) if finite(r.get(key))), None)
+    scored = [r for r in run.epochs if finite(r.get(key))]
+    last = min(scored, key=lambda r: r[key]) if scored else None
     baseline = float(run.baseline["loss"])
     if last is None or baseline <= 0 or last[key] <= UNDERFIT_LOSS_SHARE * baseline:
+        return []
+    trained = [r["train_loss"] for r in run.epochs if finite(r.get("train_loss"))]
+    if trained and trained[-1] <= UNDERFIT_LOSS_SHARE * baseline:
         return []
     split = "validation" if key == "eval_loss" else "training"
     return [Finding(
@@ -244,6 +259,20 @@ def _below_baseline(run: Run, advice: str) -> list[Finding]:
         f"The {split} loss is {fmt(last[key])} at epoch {last.get('epoch')} against {fmt(baseline)} for "
         f"predicting the mean of the targets: the model removes only {1 - last[key] / baseline:.0%} of it "
         f"(R² {1 - last[key] / baseline:.2f} for a squared error).", advice,
+    )]
+
+
+def _below_metric_baseline(run: Run, advice: str) -> list[Finding]:
+    """A run judged by metrics (higher is better) against the baseline's values for them."""
+    last = run.epochs[-1] if run.epochs else {}
+    gains = {k: (last[f"eval_{k}"] - v) / (1 - v) for k, v in run.metric_baseline.items()
+             if finite(v) and v < 1 and finite(last.get(f"eval_{k}"))}
+    if not gains or max(gains.values()) >= UNDERFIT_METRIC_GAIN:
+        return []
+    shown = ", ".join(f"validation {k} {fmt(last[f'eval_{k}'])} against {fmt(run.metric_baseline[k])}" for k in gains)
+    return [Finding(
+        "underfitting", "warning", f"The model barely beats {run.metric_baseline.get('predictor', 'its baseline')}",
+        f"At epoch {last.get('epoch')}: {shown}.", advice,
     )]
 
 
@@ -338,5 +367,18 @@ def interventions(run: Run) -> list[Finding]:
     )]
 
 
+def out_of_memory(run: Run) -> list[Finding]:
+    if not run.out_of_memory:
+        return []
+    actions = "; ".join(f"step {r.get('step')}: {str(r.get('action', '')).split(',')[0]}" for r in run.out_of_memory[:4])
+    return [Finding(
+        "out_of_memory", "warning", "Out of memory: the micro-batch was halved",
+        f"{len(run.out_of_memory)} out-of-memory error(s), each retried in smaller micro-batches with more "
+        f"accumulation ({actions}); the update is the same as with the full batch.",
+        "Nothing to fix in the model. To avoid the failed attempts, start with the smaller micro-batch: "
+        "--batch-size half as large and --accumulate twice as large give the same update.",
+    )]
+
+
 CHECKS = (loss_exploding, not_decreasing, lr_too_high, lr_too_low, overfitting, underfitting, gradients,
-          data_loading, interventions)
+          data_loading, interventions, out_of_memory)

@@ -81,9 +81,16 @@ class Run:
         self.epochs = of_kind(records, "epoch")
         self.steps = [r for r in of_kind(records, "step") if number(r.get("loss"))]
         self.layers = of_kind(records, "layers")
-        self.interventions = of_kind(records, "intervention")
+        # The guard's interventions; halving the micro-batch after an out-of-memory error is no health
+        # problem (the update stays the same) and is reported on its own.
+        everything = of_kind(records, "intervention")
+        self.out_of_memory = [r for r in everything if str(r.get("cause", "")).startswith("out of memory")]
+        self.interventions = [r for r in everything if r not in self.out_of_memory]
         baselines = [r for r in of_kind(records, "baseline") if finite(r.get("loss"))]
         self.baseline: dict[str, Any] | None = baselines[0] if baselines else None
+        # A baseline of metrics instead of a loss (ranking: random order's pairwise accuracy, NDCG).
+        scored = [r for r in of_kind(records, "baseline") if not finite(r.get("loss"))]
+        self.metric_baseline: dict[str, Any] | None = scored[0] if scored else None
         # (step, loss, lr) per logged step; epoch means stand in when steps are too sparse.
         step_points = [(r.get("step", 0), float(r["loss"]), r.get("lr")) for r in self.steps]
         epoch_points = [(r.get("step", 0), float(r["train_loss"]), r.get("lr")) for r in self.epochs

@@ -87,7 +87,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    recipes = "\n".join(f"  {name:<8} {about}" for name, (_, about) in RECIPES.items())
+    width = max(map(len, RECIPES)) + 1
+    recipes = "\n".join(f"  {name:<{width}} {about}" for name, (_, about) in RECIPES.items())
     parser = _Parser(prog="trainwell", description="Train PyTorch models with a loop you can trust.",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="With no command, `trainwell` runs `trainwell train` (the mnist recipe).")

@@ -222,4 +222,8 @@ def test_line(results: dict[str, float]) -> str:
     line = f"Test: loss {results['test_loss']:.4f}"
     if "test_acc" in results:
         line += f", accuracy {results['test_acc']:.2%}"
+    for key, label in (("test_mae", "MAE"), ("test_r2", "R²"), ("test_pairwise_acc", "pairwise accuracy"),
+                       ("test_ndcg10", "NDCG@10")):
+        if key in results:
+            line += f", {label} {results[key]:.4g}"
     return line + f" on {results['test_samples']:,} samples"
