@@ -2,7 +2,7 @@
 ``trainwell train RECIPE --batch-size B`` builds it (docs/memory.md holds the table).
 
     python bench/memory.py                      # mnist at batch 64 and 512
-    python bench/memory.py --batch-size 128 --epochs 2 --cost
+    python bench/memory.py --batch-size 128 --epochs 2 --cost --optimizer sgd
 
 For each batch size: one epoch with a ``MemoryProbe`` (its "memory" record gives the estimate
 by part and the measured peak); with ``--cost`` also one epoch without it, the losses compared
@@ -32,10 +32,12 @@ class Records:
         self.records.append(record)
 
 
-def train(recipe: str, batch_size: int, epochs: int, device: str, probe: bool) -> tuple[dict | None, list, float]:
+def train(recipe: str, batch_size: int, epochs: int, device: str, probe: bool,
+          optimizer: str | None = None) -> tuple[dict | None, list, float]:
     """(the memory record or None, the per-epoch training losses, seconds per epoch) of one run."""
+    options = {"optimizer": optimizer} if optimizer else {}
     config = validate({**recipe_defaults(recipe), "recipe": recipe, "batch_size": batch_size, "epochs": epochs,
-                       "device": device})
+                       "device": device, **options})
     torch_device = resolve_device(config.device)
     seed_everything(config.seed)
     parts = get_recipe(recipe).build(config, torch_device)
@@ -64,22 +66,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 512])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--optimizer", help="the recipe's own by default (mnist: adam)")
     parser.add_argument("--cost", action="store_true", help="also train without the probe: losses and epoch times")
     args = parser.parse_args()
     rows, costs = [], []
     for batch_size in args.batch_size:
-        record, losses, seconds = train(args.recipe, batch_size, args.epochs, args.device, probe=True)
+        record, losses, seconds = train(args.recipe, batch_size, args.epochs, args.device, True, args.optimizer)
         rows.append(row(batch_size, record))
         print(f"batch {batch_size}: {record['method']}; {record['steps']} steps; at start "
               f"{record['at_start'] / 2**20:.2f} MiB", flush=True)
         if args.cost:
-            _, plain_losses, plain_seconds = train(args.recipe, batch_size, args.epochs, args.device, probe=False)
+            _, plain_losses, plain_seconds = train(args.recipe, batch_size, args.epochs, args.device, False,
+                                                   args.optimizer)
             costs.append(f"batch {batch_size}: losses identical with and without the probe: {losses == plain_losses}; "
                          f"epoch {seconds:.2f} s with it, {plain_seconds:.2f} s without")
-    print(f"\n{args.recipe} on {args.device} (MiB)\n")
-    print("| batch | parameters | gradients | optimizer state | activations | estimate | measured peak | "
-          "estimate / measured |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\n{args.recipe} ({args.optimizer or 'its optimizer'}) on {args.device} (MiB)\n")
+    print("| batch | parameters | gradients | optimizer state | activations | optimizer step | estimate | "
+          "measured peak | estimate / measured |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     if costs:
         print("\n" + "\n".join(costs))

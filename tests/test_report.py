@@ -198,6 +198,31 @@ def test_memory_section_explains_estimate_versus_measured_process_memory(tmp_pat
     assert "Estimated training memory: 3.8 MB" in memory
     assert "Measured peak process memory (RSS): 4.8 MB" in memory
     assert "whole process" in memory and "torch&#x27;s own libraries" in memory
+    assert "Measured training peak: not recorded." in memory  # a run from before the probe
+
+
+def test_memory_section_sets_the_estimate_beside_the_measured_training_peak(tmp_path):
+    records = full_records()
+    estimate = records[0]["memory"]
+    records.insert(12, {"kind": "memory", "step": 4, "estimated": estimate, "measured_peak": 3_600_000,
+                        "at_start": 2_821_752, "steps": 3, "method": "cpu: torch profiler memory events"})
+    memory = sections(write_report(write_run(tmp_path / "run", records, CONFIG)).read_text())["Memory"]
+    assert "Estimated training memory: 3.8 MB (parameters 918.5 KB, gradients 918.5 KB, optimizer state 1.8 MB, " \
+           "activations 200.0 KB" in memory
+    assert "Measured training peak: 3.4 MB over 3 steps" in memory and "cpu: torch profiler memory events" in memory
+    assert "The estimate is within 11% of the measured training peak (above it)." in memory  # 3967136 / 3.6e6
+    assert "measured training peak 3.4 MB" in memory and "estimate" in memory  # both bars, in the legend
+    assert "Measured peak process memory (RSS): 4.8 MB" in memory  # kept, as context
+
+
+def test_memory_section_counts_the_larger_of_activations_and_optimizer_step(tmp_path):
+    records = full_records()
+    records[0]["memory"] = {"parameters": 2**20, "gradients": 2**20, "optimizer_state": 2**21,
+                            "activations": 2**18, "optimizer_step": 2**21, "total": 6 * 2**20}
+    memory = sections(write_report(write_run(tmp_path / "run", records, CONFIG)).read_text())["Memory"]
+    assert "optimizer step 2.0 MB" in memory and "activations 256.0 KB" not in memory.split("The optimizer")[0]
+    assert "never coexist, so only the larger is counted" in memory
+    assert "Measured training peak: not recorded." in memory
 
 
 def test_interventions_section_says_plainly_that_none_were_recorded(tmp_path):

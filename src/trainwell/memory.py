@@ -20,7 +20,8 @@ from typing import Any, Callable, ContextManager, Iterable
 import torch
 from torch import nn
 
-PARTS = ("parameters", "gradients", "optimizer_state", "activations")
+PARTS = ("parameters", "gradients", "optimizer_state", "activations", "optimizer_step")
+FOREACH_DEVICES = ("cuda", "xpu")  # where torch's optimizers default to their foreach kernels
 
 
 def _momentum(group: Mapping[str, Any]) -> int:
@@ -56,10 +57,13 @@ def estimate(model: nn.Module, optimizer: torch.optim.Optimizer, example_inputs:
     result: dict[str, int | None] = {
         "parameters": _unique_bytes(model.parameters()), "gradients": _unique_bytes(trainable),
         "optimizer_state": optimizer_state_bytes(optimizer), "activations": 0,
+        "optimizer_step": optimizer_step_bytes(optimizer),
     }
     if example_inputs is not None:
         result["activations"] = saved_activation_bytes(model, example_inputs, targets, loss_fn, autocast)
-    result["total"] = sum(result[k] or 0 for k in PARTS)
+    # backward frees the activations before the optimizer steps: the two never coexist
+    result["total"] = (result["parameters"] + result["gradients"] + result["optimizer_state"]
+                       + max(result["activations"] or 0, result["optimizer_step"]))
     return result
 
 
@@ -72,6 +76,27 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     copies = next((rule for cls in type(optimizer).__mro__ if (rule := STATE_COPIES.get(cls))), None)
     return sum((copies(group) if copies else UNKNOWN_COPIES) * _unique_bytes(p for p in group["params"] if p.requires_grad)
                for group in optimizer.param_groups)
+
+
+def optimizer_step_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Temporaries of Adam/AdamW's update: none for the fused kernel; one copy of all the
+    parameters for the foreach kernels (``sqrt`` of the second moments); two of the largest
+    parameter for the loop over tensors (``sqrt``, then the division); plus the gradient plus
+    weight decay for Adam's coupled decay. Other optimizers: none counted."""
+    if not isinstance(optimizer, torch.optim.Adam):
+        return 0
+    total = 0
+    for group in optimizer.param_groups:
+        params = [p for p in group["params"] if p.requires_grad]
+        if not params or group.get("fused") or group.get("differentiable"):
+            continue
+        foreach = group.get("foreach")
+        if foreach is None:
+            foreach = all(p.device.type in FOREACH_DEVICES for p in params)
+        sizes = [p.numel() * p.element_size() for p in params]
+        copies = 1 + (1 if group.get("weight_decay") and not isinstance(optimizer, torch.optim.AdamW) else 0)
+        total = max(total, copies * sum(sizes) if foreach else (copies + 1) * max(sizes))
+    return total
 
 
 def saved_activation_bytes(model: nn.Module, inputs: Any, targets: Any = None, loss_fn: Callable | None = None,
@@ -312,7 +337,11 @@ def _unique_bytes(tensors: Iterable[torch.Tensor]) -> int:
 
 def describe(sizes: dict[str, int | None], num_params: int) -> str:
     """One readable line, e.g. ``Memory estimate: 0.9 MB params (235,146) + ... = 4.2 MB``."""
-    parts = " + ".join(f"{_mb(sizes[k]) if sizes[k] is not None else '? MB'} {k.replace('_', ' ')}" for k in PARTS)
+    mb = {k: _mb(sizes[k]) if sizes.get(k) is not None else "? MB" for k in PARTS}
+    last = f"{mb['activations']} activations"
+    if sizes.get("optimizer_step"):
+        last = f"max({last}, {mb['optimizer_step']} optimizer step)"
+    parts = " + ".join([*(f"{mb[k]} {k.replace('_', ' ')}" for k in PARTS[:3]), last])
     ratio = sizes["total"] / max(sizes["parameters"], 1)
     return f"Memory estimate: {parts} = {_mb(sizes['total'])} ({ratio:.1f}x the model; {num_params:,} parameters)"
 

@@ -11,14 +11,14 @@ from typing import Any
 from trainwell.plotting import figure_svg, new_figure
 from trainwell.runs import Run
 
-PARTS = ("parameters", "gradients", "optimizer_state", "activations")
+PARTS = ("parameters", "gradients", "optimizer_state")
 
 
 def memory_section(run: Run) -> str:
     """Plots and sentences for the report's "Memory" section; a note when nothing was recorded."""
     probe = run.last("memory")
     estimate = probe.get("estimated") or run.last("start").get("memory") or {}
-    parts = [(k.replace("_", " "), estimate[k]) for k in PARTS if _finite(estimate.get(k))]
+    parts = _stacked_parts(estimate)
     measured = probe.get("measured_peak") if _finite(probe.get("measured_peak")) else None
     process = [(e["epoch"], e["memory_bytes"] / 2**20) for e in run.epochs if _finite(e.get("memory_bytes"))]
     if not parts and measured is None and not process:
@@ -48,6 +48,19 @@ def memory_section(run: Run) -> str:
     return figure_svg(fig, "memory") + f"<p>{html.escape(' '.join(text))}</p>"
 
 
+def _stacked_parts(estimate: dict) -> list[tuple[str, float]]:
+    """The estimate's parts as they add up to its total: the activations and the optimizer step's
+    temporaries never coexist (backward frees the one before the other), so only the larger counts."""
+    parts = [(k.replace("_", " "), estimate[k]) for k in PARTS if _finite(estimate.get(k))]
+    activations, step = estimate.get("activations"), estimate.get("optimizer_step")
+    step = step if _finite(step) else 0
+    if step > (activations if _finite(activations) else 0):
+        parts.append(("optimizer step", step))
+    elif _finite(activations):
+        parts.append(("activations", activations))
+    return parts
+
+
 def _training_bars(ax: Any, parts: list[tuple[str, float]], measured: float | None) -> None:
     """The estimate's parts stacked on one bar, the measured training peak on the bar below."""
     largest = max(sum(size for _, size in parts), measured or 0)
@@ -69,6 +82,10 @@ def _sentences(estimate: dict, parts: list, probe: dict, measured: float | None)
         listed = ", ".join(f"{name} {size_text(size)}" for name, size in parts)
         text.append(f"Estimated training memory: {size_text(estimate['total'])} ({listed}; activations are what "
                     "autograd saves for one micro-batch's backward pass).")
+        step, activations = estimate.get("optimizer_step"), estimate.get("activations")
+        if _finite(step) and step > 0 and _finite(activations):
+            text.append(f"The optimizer step's temporaries ({size_text(step)}) and the activations "
+                        f"({size_text(activations)}) never coexist, so only the larger is counted.")
     if measured is None:
         text.append("Measured training peak: not recorded.")
         return text
