@@ -87,16 +87,33 @@ def test_activations_are_the_tensors_autograd_saves_not_the_inputs_or_weights():
     assert estimate(model, torch.optim.SGD(model.parameters(), lr=0.1), x)["activations"] == 16 * 8 * 4
 
 
-def test_the_activation_probe_leaves_rng_buffers_and_mode_as_they_were():
-    model = nn.Sequential(nn.Linear(20, 16), nn.BatchNorm1d(16), nn.Dropout(0.5), nn.Linear(16, 4)).eval()
+def test_the_activation_probe_counts_dropout_masks_and_leaves_rng_buffers_and_mode_as_they_were():
+    model = nn.Sequential(nn.Linear(20, 16), nn.BatchNorm1d(16), nn.Dropout(0.5), nn.Linear(16, 4)).train()
+    without_dropout = nn.Sequential(model[0], model[1], model[3])
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(32, 20)
     rng = torch.get_rng_state()
     activations = saved_activation_bytes(model, x)
-    assert activations > 32 * 16 * 4  # train mode: batch norm and the dropout mask saved too
+    assert activations == saved_activation_bytes(without_dropout, x) + 32 * 16  # a bool mask per element
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(v, buffers[k]) for k, v in model.state_dict().items())
-    assert not model.training
+    assert model.training
+
+
+def test_the_activation_probe_runs_no_training_forward():
+    """A model's training-only behaviour (its counters, an injected fault) is not set off before training."""
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear, self.training_forwards = nn.Linear(20, 4), 0
+
+        def forward(self, x):
+            self.training_forwards += self.training
+            return self.linear(x)
+
+    model = Counting()
+    assert saved_activation_bytes(model, torch.randn(8, 20)) == 0  # Linear saves only its input and weight
+    assert model.training_forwards == 0
 
 
 def test_a_model_that_fails_on_the_example_gives_no_activation_figure_but_the_rest():
@@ -148,7 +165,7 @@ def test_the_probe_logs_a_measured_peak_near_the_estimate(fused):
 
 
 def test_training_is_bitwise_the_same_with_and_without_the_probe():
-    def dropout_mlp():  # dropout draws from the RNG the probe's train-mode forward must not move
+    def dropout_mlp():  # dropout draws from the RNG: the probe must not move it
         torch.manual_seed(0)
         return nn.Sequential(nn.Linear(20, 32), nn.Dropout(0.3), nn.ReLU(), nn.Linear(32, 4))
 

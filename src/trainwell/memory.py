@@ -2,7 +2,8 @@
 
 ``estimate``: parameters + gradients (trainable parameters) + optimizer state (by optimizer
 type, or the optimizer's own state once it has one) + the activations autograd saves for the
-backward pass of one micro-batch (counted on one train-mode forward, RNG and buffers restored).
+backward pass of one micro-batch (counted on one eval-mode forward with autograd on, plus the
+dropout masks training would keep).
 
 ``MemoryProbe``: a callback that measures the training peak over a few steps once per fit
 and logs it beside the estimate as a ``{"kind": "memory"}`` record (see docs/memory.md).
@@ -101,14 +102,18 @@ def optimizer_step_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 def saved_activation_bytes(model: nn.Module, inputs: Any, targets: Any = None, loss_fn: Callable | None = None,
                            autocast: ContextManager | None = None) -> int | None:
-    """Bytes of the tensors autograd saves for backward on one train-mode forward of ``inputs``
-    (unique storages; parameters, buffers and the inputs themselves left out: they exist anyway).
+    """Bytes of the tensors autograd saves for backward on one forward of ``inputs`` (unique
+    storages; parameters, buffers and the inputs themselves left out: they exist anyway).
 
-    The forward draws from a forked RNG and the buffers (batch-norm statistics) are put back,
-    so training afterwards is exactly what it would have been. None when the model fails.
+    The forward runs in eval mode with autograd on, so a model's training-only behaviour (its
+    own counters, a fault it injects, dropout's RNG draws) is not triggered before training;
+    the masks the ``nn.Dropout`` modules would save in training (one byte an element) are
+    added. It runs on a forked RNG and the buffers are put back, so training afterwards is
+    exactly what it would have been. None when the model fails on ``inputs``.
     """
     excluded = {_storage(t) for t in [*model.parameters(), *model.buffers(), *_tensors(inputs), *_tensors(targets)]}
     saved: dict[int, int] = {}
+    masks = 0
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         key = _storage(tensor)
@@ -116,12 +121,19 @@ def saved_activation_bytes(model: nn.Module, inputs: Any, targets: Any = None, l
             saved[key] = tensor.untyped_storage().nbytes()
         return tensor
 
+    def dropout_mask(module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal masks
+        if isinstance(output, torch.Tensor) and module.p > 0:
+            masks += output.numel()  # training keeps a bool mask of the output's shape
+
+    dropouts = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    handles = [m.register_forward_hook(dropout_mask) for m in dropouts]
     buffers = [b.detach().clone() for b in model.buffers()]
     device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     try:
         with _forked_rng(device), torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model.train()
+            model.eval()
             with autocast or contextlib.nullcontext():
                 outputs = model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
                 if loss_fn is not None and targets is not None:
@@ -132,10 +144,12 @@ def saved_activation_bytes(model: nn.Module, inputs: Any, targets: Any = None, l
         return None
     finally:
         model.train(was_training)
+        for handle in handles:
+            handle.remove()
         with torch.no_grad():
             for buffer, before in zip(model.buffers(), buffers):
                 buffer.copy_(before)
-    return sum(saved.values())
+    return sum(saved.values()) + masks
 
 
 def example_batch(train_data: Any, device: torch.device) -> tuple[Any, Any]:
