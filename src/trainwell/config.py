@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal, Optional, Union
 
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Le
 
 from trainwell.errors import ConfigError
 
@@ -41,15 +41,21 @@ class TrainConfig:
     accumulate: Annotated[int, Ge(1)] = _opt(1, "micro-batches per optimizer step (exact gradient accumulation)")
     clip: Optional[Annotated[float, Gt(0)]] = _opt(None, "clip the global gradient norm to this value",
                                                    unset="no clipping")
-    schedule: Literal["constant", "step", "cosine", "warmup-cosine", "plateau", "one-cycle"] = _opt(
-        "constant", "learning-rate schedule")
-    warmup: Annotated[int, Ge(0)] = _opt(0, "linear warmup steps (cosine and warmup-cosine schedules)")
+    schedule: Literal["constant", "step", "cosine", "warmup-cosine", "plateau", "one-cycle", "linear"] = _opt(
+        "constant", "learning-rate schedule (linear: warmup, then straight down to 0)")
+    warmup: Annotated[int, Ge(0)] = _opt(0, "linear warmup steps (cosine, warmup-cosine and linear schedules)")
+    warmup_ratio: Annotated[float, Ge(0), Le(1)] = _opt(
+        0.0, "linear warmup as a share of all optimizer steps, used when --warmup is 0 (text-classify)")
     patience: Optional[Annotated[int, Ge(1)]] = _opt(None, "early stopping: epochs without validation improvement",
                                                      unset="no early stopping")
     num_samples: Optional[Annotated[int, Ge(1)]] = _opt(None, "use only this many training samples (quick test)",
                                                         unset="all")
-    data: Optional[str] = _opt(None, "directory with the recipe's data files (e.g. MNIST IDX files)",
+    data: Optional[str] = _opt(None, "the recipe's data: a directory (MNIST IDX files) or a file (text-classify: "
+                                     "CSV or JSONL with text and label columns)",
                                unset="the data that ships with the recipe")
+    model: Optional[str] = _opt(None, "text-classify: a local Hugging Face model directory to fine-tune",
+                                unset="the bundled all-MiniLM-L6-v2")
+    max_length: Annotated[int, Ge(2)] = _opt(128, "text-classify: tokens per snippet at most (longer ones are cut)")
     run_dir: Optional[str] = _opt(None, "where the run writes its files", unset="runs/<recipe>-YYYYmmdd-HHMMSS")
     checkpoint_every: Optional[Annotated[int, Ge(1)]] = _opt(None, "also checkpoint every N optimizer steps",
                                                              unset="only at the end of each epoch")

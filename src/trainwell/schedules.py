@@ -17,7 +17,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLR
 
 from trainwell.errors import ConfigError
 
-SCHEDULE_NAMES = ("constant", "step", "cosine", "warmup-cosine", "plateau", "one-cycle")
+SCHEDULE_NAMES = ("constant", "step", "cosine", "warmup-cosine", "plateau", "one-cycle", "linear")
 
 
 class CosineSchedule:
@@ -72,6 +72,20 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * (1 + math.cos(math.pi * progress)) / 2
 
 
+@dataclass
+class WarmupLinear:
+    """Linear warmup over ``warmup_steps`` (from 1/warmup to 1), then a straight line down to 0 at
+    ``total_steps``: the schedule BERT-style fine-tuning uses (Hugging Face's ``linear``)."""
+
+    total_steps: int
+    warmup_steps: int = 0
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return max(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
+
+
 def build_schedule(
     name: str,
     optimizer: torch.optim.Optimizer,
@@ -93,6 +107,10 @@ def build_schedule(
         warmup = int(opts.pop("warmup_steps", 0))
         shape = WarmupCosine(total_steps, warmup, float(opts.pop("min_ratio", 0.0)))
         scheduler = LambdaLR(optimizer, shape)
+    elif name == "linear":
+        ratio = float(opts.pop("warmup_ratio", 0.0))  # a share of the run: its length is known only here
+        warmup = int(opts.pop("warmup_steps", 0)) or round(ratio * total_steps)
+        scheduler = LambdaLR(optimizer, WarmupLinear(total_steps, warmup))
     elif name == "plateau":
         factor, patience = float(opts.pop("factor", 0.1)), int(opts.pop("patience", 2))
         scheduler = ReduceLROnPlateau(optimizer, factor=factor, patience=patience)

