@@ -96,19 +96,7 @@ def rotten_tomatoes() -> tuple[list[str], list[str]]:
 def read_examples(path: str | Path) -> tuple[list[str], list[str]]:
     """(texts, labels as strings) from a CSV or JSONL file with ``text`` and ``label`` columns."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--data {path}: no such file; give a CSV or JSONL file with text and label columns")
-    try:
-        content = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
-    rows, columns = (_jsonl_rows(content, path) if path.suffix.lower() in (".jsonl", ".json", ".ndjson")
-                     else _csv_rows(content))
-    if not rows:
-        raise DataError(f"{path} has no examples: it needs a header and at least two rows with text and label")
-    for column in ("text", "label"):
-        if column not in columns:
-            raise DataError(f"{path} has no {column!r} column; its columns are: {', '.join(map(str, columns)) or 'none'}")
+    rows = read_rows(path, ("text", "label"))
     texts, labels = [], []
     for line, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
         text, label = row.get("text"), row.get("label")
@@ -122,6 +110,25 @@ def read_examples(path: str | Path) -> tuple[list[str], list[str]]:
     if len(set(labels)) < 2:
         raise DataError(f"{path}: every example has the label {labels[0]!r}; a classifier needs at least two classes")
     return texts, labels
+
+
+def read_rows(path: Path, needed: Sequence[str]) -> list[dict]:
+    """The rows of a CSV (header first) or JSONL file (by its suffix); a DataError when it has none
+    or lacks one of the ``needed`` columns."""
+    if not path.is_file():
+        raise ConfigError(f"--data {path}: no such file; give a CSV or JSONL file with {' and '.join(needed)} columns")
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    rows, columns = (_jsonl_rows(content, path) if path.suffix.lower() in (".jsonl", ".json", ".ndjson")
+                     else _csv_rows(content))
+    if not rows:
+        raise DataError(f"{path} has no examples: it needs a header and rows with {' and '.join(needed)}")
+    for column in needed:
+        if column not in columns:
+            raise DataError(f"{path} has no {column!r} column; its columns are: {', '.join(map(str, columns)) or 'none'}")
+    return rows
 
 
 def _csv_rows(content: str) -> tuple[list[dict], list[str]]:

@@ -163,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "1 is fastest)")
     _add_config_options(sweep)
     sweep.add_argument("--gpu", action="store_true", help="train every trial on the CUDA GPU (same as --device cuda)")
+    from trainwell.cli.evaluate import add_eval_arguments, add_predict_arguments
+
+    add_eval_arguments(commands.add_parser(
+        "eval", help="a saved model's test metrics (a run directory or a checkpoint)",
+        description="Evaluate a run's final weights (RUN_DIR/model.safetensors) or one of its checkpoints on the "
+                    "run's test split (rebuilt from RUN_DIR/config.yaml) or on --data; prints the same metrics as "
+                    "the run's own test record (test_loss, test_acc for classifiers)."))
+    add_predict_arguments(commands.add_parser(
+        "predict", help="labels and probabilities for new text, from a text-classify run",
+        description="Classify each TEXT (and each row of --data's text column) with RUN_DIR/model/: one line per "
+                    "input, label, probability and text (the labels as the training data spelled them)."))
     parser.commands = dict(commands.choices)
     return parser
 
@@ -187,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from trainwell.cli.tune import lr_find_command
 
             return lr_find_command(args)
+        if args.command in ("eval", "predict"):
+            from trainwell.cli import evaluate
+
+            return evaluate.evaluate(args) if args.command == "eval" else evaluate.predict(args)
         if args.command == "runs":
             from trainwell.cli.inspect import runs
 

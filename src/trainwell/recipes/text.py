@@ -89,7 +89,7 @@ def load_model(model_dir: Path, names: list[str]) -> Any:
     from transformers import AutoModelForSequenceClassification
 
     try:
-        with _quiet():
+        with quiet_transformers():
             return AutoModelForSequenceClassification.from_pretrained(
                 model_dir, local_files_only=True, num_labels=len(names), id2label=dict(enumerate(names)),
                 label2id={name: i for i, name in enumerate(names)}, ignore_mismatched_sizes=True)
@@ -136,13 +136,13 @@ class SaveHuggingFace:
         if trainer.run_dir is None or not trainer.is_main:
             return
         target = Path(trainer.run_dir) / "model"
-        with _quiet():
+        with quiet_transformers():
             trainer.model.save_pretrained(target)
             self.tokenizer.save_pretrained(target)
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """transformers' load report (the new head's weights "newly initialized") is expected here: hide it."""
     from transformers.utils import logging
 
