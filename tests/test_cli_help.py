@@ -51,7 +51,7 @@ def test_train_help_shows_each_recipes_defaults_not_mnists(capsys):
 def test_train_help_lists_the_choices(capsys):
     text = help_text(capsys, "train")
     assert "--optimizer {adam,adamw,sgd}" in text
-    assert "--schedule {constant,step,cosine,warmup-cosine,plateau,one-cycle}" in text
+    assert "--schedule {constant,step,cosine,warmup-cosine,plateau,one-cycle,linear}" in text
     assert "--device {auto,cpu,cuda,mps}" in text
     assert "--precision {32,bf16,16}" in text
 

@@ -61,6 +61,10 @@ def default_callbacks(callbacks: Iterable[Any], health: Any, grad_flow_every: in
 
         callbacks.append(GradientFlow(every=grad_flow_every))
     from trainwell.baseline import ConstantBaseline
+    from trainwell.memory import MemoryProbe
+
+    if not any(isinstance(cb, MemoryProbe) for cb in callbacks):
+        callbacks.append(MemoryProbe())  # the measured training peak beside the estimate (docs/memory.md)
 
     if not any(isinstance(cb, ConstantBaseline) for cb in callbacks):
         callbacks.append(ConstantBaseline())  # the regression baseline the verdict compares against
