@@ -191,7 +191,7 @@ def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, checkpoin
         console.print(f"trainwell: {received[0]} arrived after training; the run was finished first")
     console.print(f"Wrote {run_dir}/: config.yaml, metrics.jsonl, epochs.csv, tensorboard/, checkpoints/, "
                   f"model.safetensors{', model-best.safetensors' if parts.val is not None else ''}, "
-                  "learning_curves.png, summary.json, report.html")
+                  f"learning_curves.png, summary.json, report.html{', model/' if (run_dir / 'model').is_dir() else ''}")
     return 0
 
 
