@@ -197,3 +197,20 @@ def _shape_of(inputs: Any) -> Any:
     if isinstance(inputs, dict):
         return {k: tuple(v.shape) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
     return type(inputs).__name__
+
+
+def model_loss(outputs: Any, targets: Any, loss_fn: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, mean loss) of a model's outputs: ``loss_fn``'s, or the output's ``.loss`` (Hugging Face
+    style) when there is none; a label beyond the model's outputs is named as the data error it is."""
+    logits = outputs if isinstance(outputs, torch.Tensor) else getattr(outputs, "logits", outputs)
+    if loss_fn is None:
+        loss = getattr(outputs, "loss", None)
+        if loss is None:
+            raise ConfigError("no loss_fn was given and the model's output has no .loss")
+        return logits, loss
+    try:
+        return logits, loss_fn(logits, targets)
+    except (IndexError, RuntimeError) as e:
+        if "out of bounds" in str(e):
+            raise DataError(f"a label is outside the model's {logits.shape[-1]} outputs ({e})") from e
+        raise

@@ -299,3 +299,8 @@ def _index(array: Any, idx: np.ndarray) -> Any:
     if isinstance(array, Dataset):
         return Subset(array, idx.tolist())
     return [array[i] for i in idx]
+
+
+def call_model(model: Any, inputs: Any) -> Any:
+    """The model on one batch of inputs: a dict batch is passed as keyword arguments."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)

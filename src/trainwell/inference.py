@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from trainwell.data import InMemoryLoader
+from trainwell.data import InMemoryLoader, call_model
 from trainwell.runtime import to_device
 
 
@@ -22,7 +22,7 @@ def predict(trainer: Any, data: Any, batch_size: int = 1024) -> torch.Tensor:
     for batch in data:
         inputs = to_device(batch if isinstance(batch, (torch.Tensor, Mapping)) else batch[0], trainer.device)
         with trainer._autocast:
-            out = trainer._call_model(inputs)
+            out = call_model(trainer.model, inputs)
         outputs.append(getattr(out, "logits", out).float().cpu())
     trainer.model.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0)

@@ -20,8 +20,8 @@ from torch import nn
 
 from trainwell import checkpoint, oom, state
 from trainwell.records import end_record, start_record
-from trainwell.checks import check_dataset, check_options, check_window, first_batch
-from trainwell.data import InMemoryLoader, epoch_batches, num_batches, split, unpack, windows
+from trainwell.checks import check_dataset, check_options, check_window, first_batch, model_loss
+from trainwell.data import InMemoryLoader, call_model, epoch_batches, num_batches, split, unpack, windows
 from trainwell.evaluation import evaluate
 from trainwell.distributed import Group, Shard, shard_of
 from trainwell.errors import ConfigError, DataError, Interrupted, TrainwellError
@@ -339,35 +339,16 @@ class Trainer:
         model = model or self.model
         with self._autocast:
             if check:
-                logits, loss, self._kind = first_batch(lambda: self._call_model(inputs, model),
-                                                       lambda out: self._loss(out, targets),
+                logits, loss, self._kind = first_batch(lambda: call_model(model, inputs),
+                                                       lambda out: model_loss(out, targets, self.loss_fn),
                                                        inputs, targets, self.loss_fn, labels)
                 return logits, loss
-            return self._loss(self._call_model(inputs, model), targets)
-
-    def _call_model(self, inputs: Any, model: nn.Module | None = None) -> Any:
-        """The model on one batch of inputs: a dict batch is passed as keyword arguments."""
-        model = model or self.model
-        return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+            return model_loss(call_model(model, inputs), targets, self.loss_fn)
 
     @property
     def is_main(self) -> bool:
         """Whether this process writes files and prints (always, unless distributed and not rank 0)."""
         return self.group is None or self.group.is_main
-
-    def _loss(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = outputs if isinstance(outputs, torch.Tensor) else getattr(outputs, "logits", outputs)
-        if self.loss_fn is None:
-            loss = getattr(outputs, "loss", None)
-            if loss is None:
-                raise ConfigError("no loss_fn was given and the model's output has no .loss")
-            return logits, loss
-        try:
-            return logits, self.loss_fn(logits, targets)
-        except (IndexError, RuntimeError) as e:
-            if "out of bounds" in str(e):
-                raise DataError(f"a label is outside the model's {logits.shape[-1]} outputs ({e})") from e
-            raise
 
     def _record(self, metrics: Mapping[str, float], **extra: float) -> None:
         for key, value in {**metrics, **extra}.items():
