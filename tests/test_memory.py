@@ -231,6 +231,66 @@ def test_the_profilers_own_messages_are_kept_off_stderr_and_everything_else_is_k
     assert "profiler_start" not in err and "Memory block of unknown size" not in err
 
 
+def test_every_trainer_gets_a_probe_that_profiles_on_cuda_only():
+    torch.manual_seed(0)
+    model = mlp()
+    records = Records()
+    trainer = tw.Trainer(model, torch.optim.Adam(model.parameters(), 1e-2), F.cross_entropy, seed=0,
+                         callbacks=[records], health=False)
+    [probe] = [cb for cb in trainer.callbacks if isinstance(cb, MemoryProbe)]
+    assert probe.cpu is False
+    trainer.fit(tw.InMemoryLoader(*data(), batch_size=32, seed=0), epochs=1)
+    assert records.of("memory") == [] and records.of("start")[0]["memory"]["total"] > 0  # the estimate stays
+
+
+def test_a_fit_that_raises_mid_measurement_leaves_a_process_that_exits_cleanly():
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys, torch, torch.nn.functional as F
+        from torch import nn
+        import trainwell as tw
+        from trainwell.memory import MemoryProbe
+
+        class Boom:
+            def on_step_end(self, trainer, **_):
+                if trainer.step == 3:  # the probe started after step 1 and is still measuring
+                    raise RuntimeError("the user's callback failed")
+
+        model = nn.Linear(20, 4)
+        trainer = tw.Trainer(model, torch.optim.SGD(model.parameters(), 0.1), F.cross_entropy,
+                             callbacks=[MemoryProbe(), Boom()], health=False)
+        x, y = torch.randn(256, 20), torch.randint(0, 4, (256,))
+        try:
+            trainer.fit(tw.InMemoryLoader(x, y, batch_size=32), epochs=1)
+        except RuntimeError as e:
+            print(e, file=sys.stderr)
+            sys.exit(3)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.returncode  # a segfault at exit was -11
+    assert "the user's callback failed" in result.stderr
+
+
+def test_fits_in_two_threads_at_once_measure_one_at_a_time():
+    import threading
+
+    outcomes = {}
+
+    def run(name):
+        _, _, records = train(MemoryProbe(), epochs=2)
+        outcomes[name] = len(records.of("memory"))
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes.values())[-1] == 1 and not torch.autograd._profiler_enabled()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_on_cuda_the_peak_comes_from_the_allocator():
     _, _, records = train(MemoryProbe(), device="cuda")

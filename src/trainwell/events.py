@@ -64,7 +64,7 @@ def default_callbacks(callbacks: Iterable[Any], health: Any, grad_flow_every: in
     from trainwell.memory import MemoryProbe
 
     if not any(isinstance(cb, MemoryProbe) for cb in callbacks):
-        callbacks.append(MemoryProbe())  # the measured training peak beside the estimate (docs/memory.md)
+        callbacks.append(MemoryProbe(cpu=False))  # the measured CUDA peak beside the estimate (docs/memory.md)
 
     if not any(isinstance(cb, ConstantBaseline) for cb in callbacks):
         callbacks.append(ConstantBaseline())  # the regression baseline the verdict compares against

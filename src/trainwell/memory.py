@@ -11,10 +11,12 @@ and logs it beside the estimate as a ``{"kind": "memory"}`` record (see docs/mem
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from typing import Any, Callable, ContextManager, Iterable
 
@@ -175,10 +177,13 @@ class MemoryProbe:
     from ``max_memory_allocated`` (its peak counter is reset), on CPU from the torch profiler's
     memory events. Data held before the probe (a data set in memory) is not in it. It changes
     no number the training computes and keeps no state a checkpoint needs.
+
+    ``cpu=False`` (the built-in probe every trainer gets) measures on CUDA only: the CPU
+    profiler is global to the process, so it is used only when asked for, one probe at a time.
     """
 
-    def __init__(self, steps: int = 3):
-        self.steps = steps
+    def __init__(self, steps: int = 3, cpu: bool = True):
+        self.steps, self.cpu = steps, cpu
         self.estimated: dict[str, int | None] | None = None
         self._meter: _CudaPeak | _CpuPeak | None = None
         self._armed = False
@@ -222,9 +227,9 @@ class MemoryProbe:
         device = trainer.device
         if device.type == "cuda":
             self._meter = _CudaPeak(device)
-        elif device.type == "cpu" and not torch.autograd._profiler_enabled():  # never disturb the user's profiler
-            self._meter = _CpuPeak()
-        else:
+        elif device.type == "cpu" and self.cpu and not torch.autograd._profiler_enabled():  # never disturb theirs
+            self._meter = _CpuPeak.start()
+        if self._meter is None:
             return
         self._counted = 0
         self._at_start = live_training_bytes(trainer.model, trainer.optimizer, device)
@@ -270,6 +275,11 @@ class _CpuPeak:
     profiler records them with ``profile_memory=True``; its highest point."""
 
     METHOD = "cpu: torch profiler memory events (allocations minus frees) over the steps"
+    _running = threading.Lock()  # one profiler a process: a second probe (another thread's fit) measures nothing
+
+    @classmethod
+    def start(cls) -> "_CpuPeak | None":
+        return cls() if cls._running.acquire(blocking=False) else None
 
     def __init__(self) -> None:
         from torch.profiler import ProfilerActivity, profile
@@ -277,12 +287,19 @@ class _CpuPeak:
         self.quiet = _QuietStderr()
         self.profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
         self.profiler.start()
+        atexit.register(self._abandon)  # a fit that raised mid-measurement: stop before torch's own exit
+
+    def _abandon(self) -> None:
+        if self._running.locked():
+            self.stop()
 
     def stop(self) -> int:
+        atexit.unregister(self._abandon)
         try:
             self.profiler.stop()
         finally:
             self.quiet.close()
+            self._running.release()
         events = [e for e in self.profiler.profiler.kineto_results.events()
                   if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
         running = peak = 0

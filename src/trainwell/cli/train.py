@@ -146,9 +146,11 @@ def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, checkpoin
                   f"{parts.train.num_samples:,} training samples, run directory {run_dir}")
     console.print(memory.describe(memory.estimate(parts.model, parts.optimizer, parts.example_batch.to(device)),
                                   n_params))
+    # the command line measures the CPU peak too (docs/memory.md); under torchrun each rank would profile
+    probe = [memory.MemoryProbe(cpu=True)] if group is None else []
     trainer = Trainer(
         parts.model, parts.optimizer, parts.loss_fn, parts.scheduler, config.clip, device=device,
-        precision=config.precision, callbacks=parts.callbacks, run_dir=run_dir, seed=config.seed,
+        precision=config.precision, callbacks=[*parts.callbacks, *probe], run_dir=run_dir, seed=config.seed,
         checkpoint_every_steps=config.checkpoint_every, log_every_steps=config.log_every,
         keep_checkpoints=config.keep_checkpoints, verbose=True,
     )
