@@ -174,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="labels and probabilities for new text, from a text-classify run",
         description="Classify each TEXT (and each row of --data's text column) with RUN_DIR/model/: one line per "
                     "input, label, probability and text (the labels as the training data spelled them)."))
+    from trainwell.cli.bench_devices import add_arguments as add_bench_devices_arguments
+
+    add_bench_devices_arguments(commands.add_parser(
+        "bench-devices", help="time one epoch of a recipe on every available device (CPU, GPU): samples/s, speed-up",
+        description="Train one epoch (or --epochs, or only --steps) of a recipe, built as `trainwell train` builds "
+                    "it, on the CPU and on each GPU torch finds (CUDA, Apple MPS), after a short warm-up, and print "
+                    "samples/s, seconds per epoch and the speed-up over the CPU. Writes nothing to disk.",
+        epilog="exit status: 0 success, 2 usage or configuration error, 1 a device failed (the others' rows "
+               "are still printed)"))
     parser.commands = dict(commands.choices)
     return parser
 
@@ -206,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from trainwell.cli.inspect import runs
 
             return runs(args)
+        if args.command == "bench-devices":
+            from trainwell.cli.bench_devices import bench_devices
+
+            return bench_devices(args)
         from trainwell.cli.train import run
 
         return run(args)
