@@ -18,6 +18,7 @@ _EXPORTS = {
     "EarlyStopping": "trainwell.callbacks",
     "HealthGuard": "trainwell.health",
     "InMemoryLoader": "trainwell.data",
+    "Curriculum": "trainwell.curriculum",
     "train_val_test_split": "trainwell.data",
     "plot_learning_curves": "trainwell.plotting",
     "Callback": "trainwell.events",
@@ -37,7 +38,12 @@ __all__ = sorted(_EXPORTS)
 _METADATA = ["__all__", "__doc__", "__file__", "__name__", "__package__", "__path__", "__spec__", "__version__"]
 
 
+_SUBMODULES = ("memory",)  # tw.memory.estimate(...) without importing trainwell.memory first
+
+
 def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"trainwell.{name}")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'trainwell' has no attribute {name!r}")
     value = getattr(_importlib.import_module(_EXPORTS[name]), name)

@@ -48,6 +48,9 @@ class TrainConfig:
         0.0, "linear warmup as a share of all optimizer steps, used when --warmup is 0 (text-classify)")
     patience: Optional[Annotated[int, Ge(1)]] = _opt(None, "early stopping: epochs without validation improvement",
                                                      unset="no early stopping")
+    curriculum: Literal["none", "loss"] = _opt(
+        "none", "training order: none (random), or loss (easy to hard by a reference model's per-sample loss, the "
+                "pool widening each epoch; mnist, xor, regression)")
     num_samples: Optional[Annotated[int, Ge(1)]] = _opt(None, "use only this many training samples (quick test)",
                                                         unset="all")
     data: Optional[str] = _opt(None, "the recipe's data: a directory (MNIST IDX files) or a file (text-classify: "

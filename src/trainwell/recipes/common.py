@@ -8,6 +8,7 @@ import torch
 
 from trainwell.callbacks import EarlyStopping
 from trainwell.config import TrainConfig
+from trainwell.curriculum import for_recipe
 from trainwell.data import InMemoryLoader
 from trainwell.optim import make_optimizer
 from trainwell.recipes import Parts
@@ -36,8 +37,11 @@ def assemble(config: TrainConfig, device: torch.device, model: torch.nn.Module, 
     def loader(x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> InMemoryLoader | None:
         return InMemoryLoader(x, y, batch_size=config.batch_size, shuffle=shuffle, seed=config.seed) if len(x) else None
 
+    train = loader(x_train, y_train, True)
+    if train is not None:
+        train = for_recipe(config, train, model, loss_fn, optimizer)
     return Parts(
         model=model, optimizer=optimizer, loss_fn=loss_fn, scheduler=schedule, callbacks=callbacks,
-        train=loader(x_train, y_train, True), val=loader(*val, False), test=loader(*test, False),
+        train=train, val=loader(*val, False), test=loader(*test, False),
         example_batch=x_train[: config.batch_size], **extra,
     )

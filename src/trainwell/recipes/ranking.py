@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from trainwell.config import TrainConfig
+from trainwell.curriculum import refuse
 from trainwell.ranking import PairLoader, PairwiseMarginLoss, RandomOrderBaseline, ranking_metrics
 from trainwell.recipes import Parts, Recipe
 from trainwell.recipes.common import assemble
@@ -34,6 +35,7 @@ def score_model(features: int = 10) -> nn.Module:
 
 
 def build(config: TrainConfig, device: torch.device) -> Parts:
+    refuse(config, "it trains on pairs drawn afresh each epoch, not on a fixed set of samples")
     (train, val, test), _ = standardised_splits(*load_diabetes_tensors(), seed=config.seed, targets=False)
     parts = assemble(config, device, score_model(), PairwiseMarginLoss(MARGIN), (train, val, test))
     if config.num_samples is not None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from trainwell import text_data
 from trainwell.config import TrainConfig
+from trainwell.curriculum import refuse
 from trainwell.data import train_val_test_split
 from trainwell.errors import ConfigError
 from trainwell.optim import make_optimizer
@@ -38,6 +39,7 @@ class Corpus:
 
 
 def build(config: TrainConfig, device: torch.device) -> Parts:
+    refuse(config, "its reference pass would fine-tune the transformer a whole extra epoch")
     tokenizer, model_dir = load_tokenizer(config)
     corpus = corpus_for(config, tokenizer, model_dir)
     model = load_model(model_dir, corpus.names).to(device)
