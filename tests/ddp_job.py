@@ -28,6 +28,17 @@ class Slow(tw.Callback):
         time.sleep(self.sleep)
 
 
+class FailOnRank(tw.Callback):
+    """Raises on one rank at one step, as a bug in a user's callback would."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def on_step_end(self, trainer, **_):
+        if trainer.step == 3 and int(os.environ.get("RANK", "0")) == self.rank:
+            raise RuntimeError(f"rank {self.rank} failed on purpose")
+
+
 class NanOnRank(nn.Module):
     """Wraps a model: at one optimizer step, rank ``rank``'s output becomes NaN."""
 
@@ -57,6 +68,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None)
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--nan-rank", type=int, default=None)
+    parser.add_argument("--fail-rank", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     tw.seed_everything(0)
@@ -74,6 +86,8 @@ def main() -> None:
         train = DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=True)
     val = tw.InMemoryLoader(val_x, val_y, batch_size=16, shuffle=False)
     callbacks = [Slow(args.sleep)] if args.sleep else []
+    if args.fail_rank is not None:
+        callbacks.append(FailOnRank(args.fail_rank))
     trainer = tw.Trainer(model, optimizer, nn.CrossEntropyLoss(), device="cpu", seed=0, run_dir=args.run_dir,
                          callbacks=callbacks, checkpoint_every_steps=args.checkpoint_every, log_every_steps=5)
     trainer.fit(train, val, epochs=args.epochs, accumulation_steps=args.accumulate,

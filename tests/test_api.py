@@ -450,3 +450,14 @@ def test_an_object_that_is_not_a_scheduler_is_rejected():
     trainer = tw.Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss(), object(), device="cpu")
     with pytest.raises(tw.ConfigError):
         trainer.fit(_regression_data(), epochs=1)
+
+
+def test_tw_memory_works_without_importing_the_submodule_first():
+    import subprocess
+    import sys
+
+    code = ("import torch, trainwell as tw; m = torch.nn.Linear(4, 2); "
+            "print(tw.memory.estimate(m, torch.optim.Adam(m.parameters()), torch.randn(3, 4))['parameters'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == (4 * 2 + 2) * 4  # ten float32 parameters

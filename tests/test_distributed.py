@@ -164,6 +164,16 @@ def test_nan_on_one_rank_is_skipped_on_every_rank_without_a_hang(tmp_path):
     assert results(tmp_path / "out")["step"] == 25  # 26 steps, one skipped, on both ranks alike
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_failure_on_one_rank_ends_every_rank_with_its_message(tmp_path, rank):
+    started = time.monotonic()
+    result = torchrun(JOB, "out", "--fail-rank", rank, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert f"RuntimeError: rank {rank} failed on purpose" in result.stdout + result.stderr
+    assert time.monotonic() - started < 120  # every rank ended: nobody waited at exit for the one that failed
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_checkpoint_of_two_processes_is_refused_by_one(reference):
     checkpoint = sorted((reference / "run" / "checkpoints").glob("*.ckpt"))[-1]
     model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))

@@ -178,12 +178,14 @@ class MemoryProbe:
     memory events. Data held before the probe (a data set in memory) is not in it. It changes
     no number the training computes and keeps no state a checkpoint needs.
 
-    ``cpu=False`` (the built-in probe every trainer gets) measures on CUDA only: the CPU
+    ``example_inputs``: one micro-batch of inputs for the activation estimate where the training
+    data is not a ``tw.InMemoryLoader``. ``cpu=False`` (the built-in probe every trainer gets) measures on CUDA only: the CPU
     profiler is global to the process, so it is used only when asked for, one probe at a time.
     """
 
-    def __init__(self, steps: int = 3, cpu: bool = True):
+    def __init__(self, steps: int = 3, cpu: bool = True, example_inputs: Any = None):
         self.steps, self.cpu = steps, cpu
+        self.example_inputs = example_inputs  # one micro-batch, for data the probe cannot read a batch from
         self.estimated: dict[str, int | None] | None = None
         self._meter: _CudaPeak | _CpuPeak | None = None
         self._armed = False
@@ -192,10 +194,12 @@ class MemoryProbe:
         self._at_start = 0
 
     def on_fit_start(self, trainer: Any, train_data: Any = None, **_: Any) -> None:
-        from trainwell.runtime import autocast
+        from trainwell.runtime import autocast, to_device
 
         self._stop()  # left running by a fit that raised mid-measurement
         inputs, targets = example_batch(train_data, trainer.device)
+        if inputs is None and self.example_inputs is not None:  # a recipe's own loader (text): its example
+            inputs = to_device(self.example_inputs, trainer.device)
         self.estimated = estimate(trainer.model, trainer.optimizer, inputs, targets=targets, loss_fn=trainer.loss_fn,
                                   autocast=autocast(trainer.precision, trainer.device))
         self._armed, self._stepped = True, False

@@ -113,6 +113,7 @@ class Trainer:
         self._interrupted: str | None = None  # a signal this process received
         self._stopping: str | None = None  # the stop every process agreed on (distributed)
         self._shard: Shard | None = None  # this process's part of the training data (distributed)
+        self._agreement = None  # the step's all-reduce of (loss, stop) in flight (distributed)
         self._data_wait = 0.0
         self.resumed_from: dict[str, Any] | None = None  # where the last resume() picked the run up
         # This process's own training, for honest throughput: resumed epochs' samples are not in it.
@@ -241,7 +242,7 @@ class Trainer:
                                          lambda message: self._smaller_micro_batch(message, batches, rewind))
         self.position += len(window)
         if self.group is not None:  # every process then decides the same (skip, roll back, stop)
-            window_loss, stop = self.group.agree(window_loss, self._interrupted is not None)
+            window_loss, stop = self._agreement.wait()
             if stop and not self._stopping:
                 self._stopping = self._interrupted or "a signal to another process"
         if self.scaler is not None:
@@ -283,10 +284,12 @@ class Trainer:
                                              labels=self._dataset_labels, model=self._net)
                 self._train_checked = True
                 weighted = loss if n == total else loss * (n / total)
+                share = weighted.detach()
+                window_loss = share if window_loss is None else window_loss + share
+                if self.group and index == last:  # the processes' agreement, in flight during the backward
+                    self._agreement = self.group.agree(window_loss, self._interrupted is not None)
                 (self.scaler.scale(weighted) if self.scaler else weighted).backward()
             loss = loss.detach()
-            weighted = loss if n == total else weighted.detach()
-            window_loss = weighted if window_loss is None else window_loss + weighted
             seen.append((loss, n, accuracy_inputs(self._kind, logits, self.loss_fn), targets))
         return window_loss, seen
 

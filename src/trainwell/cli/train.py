@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     """The whole command under one signal guard: SIGTERM/SIGINT never leave a half-written run directory."""
     from trainwell.runtime import stop_on_signals
 
-    from trainwell.distributed import Group
+    from trainwell.distributed import Group, note_failure
 
     group = Group.from_environment()  # under torchrun: join the job first; only rank 0 prints
     if group is not None and not group.is_main:
@@ -76,10 +76,17 @@ def run(args: argparse.Namespace) -> int:
     received: list[str] = []
     with stop_on_signals(received.append):
         try:
-            return _run(args, received, group)
+            code = _run(args, received, group)
         except AlreadyComplete as done:
             print(f"trainwell: {done}")
             return 0
+        except BaseException:
+            if group is not None:
+                note_failure()  # at exit, leave the job at once rather than wait for the other processes
+            raise
+    if code != 0 and group is not None:
+        note_failure()
+    return code
 
 
 def _run(args: argparse.Namespace, received: list[str], group: Any) -> int:
@@ -147,7 +154,7 @@ def train(config: TrainConfig, parts: Any, device: Any, run_dir: Path, checkpoin
     console.print(memory.describe(memory.estimate(parts.model, parts.optimizer, parts.example_batch.to(device)),
                                   n_params))
     # the command line measures the CPU peak too (docs/memory.md); under torchrun each rank would profile
-    probe = [memory.MemoryProbe(cpu=True)] if group is None else []
+    probe = [memory.MemoryProbe(cpu=True, example_inputs=parts.example_batch)] if group is None else []
     trainer = Trainer(
         parts.model, parts.optimizer, parts.loss_fn, parts.scheduler, config.clip, device=device,
         precision=config.precision, callbacks=[*parts.callbacks, *probe], run_dir=run_dir, seed=config.seed,
