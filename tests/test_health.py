@@ -254,3 +254,25 @@ def test_huge_but_finite_weights_are_not_taken_for_damaged_ones() -> None:
     assert _all_finite(model)
     model.bias.data[0] = float("nan")
     assert not _all_finite(model)
+
+
+@pytest.mark.parametrize("epoch, position, grows, cleared", [
+    (1, 0, True, True),     # the pool widened at this epoch's start: harder samples are the new normal
+    (1, 5, True, False),    # a resumed epoch already learned its level: resume stays exact
+    (1, 0, False, False),   # the same pool: the level stands
+    (0, 0, True, False),    # the first epoch has no earlier pool
+])
+def test_a_widening_curriculum_pool_resets_the_spike_level(epoch, position, grows, cleared):
+    from types import SimpleNamespace
+
+    import trainwell as tw
+
+    model = nn.Linear(4, 2)
+    trainer = tw.Trainer(model, torch.optim.SGD(model.parameters(), 0.1), nn.CrossEntropyLoss(), device="cpu")
+    [guard] = [cb for cb in trainer.callbacks if isinstance(cb, tw.HealthGuard)]
+    guard.on_fit_start(trainer, train_data=SimpleNamespace(pool_size=lambda e: 100 * (e + 1) if grows else 100))
+    guard.losses.extend([0.001] * 50)
+    guard.level = (0.001, 0.008)
+    trainer.position = position
+    guard.on_epoch_start(trainer, epoch=epoch)
+    assert (len(guard.losses) == 0 and guard.level is None) == cleared

@@ -75,13 +75,22 @@ class HealthGuard:
         self.start_level: float | None = None  # median of the first accepted losses: the loss scale
         self.since_update = 0
         self._trainer: Any = None  # the trainer whose state the snapshot copies
+        self._train_data: Any = None  # this fit's training data (a curriculum's pool size)
 
     # -- events
 
-    def on_fit_start(self, trainer: Any, **_: Any) -> None:
-        self._trainer = trainer
+    def on_fit_start(self, trainer: Any, train_data: Any = None, **_: Any) -> None:
+        self._trainer, self._train_data = trainer, train_data
         if self.snapshot is None:
             self._take_snapshot(trainer)
+
+    def on_epoch_start(self, trainer: Any, epoch: int, **_: Any) -> None:
+        # A curriculum that widens its pool brings in harder samples: their loss is the new normal,
+        # not a spike, so the recent level is learned again (at the epoch's start only: resume stays exact).
+        pool = getattr(self._train_data, "pool_size", None)
+        if callable(pool) and epoch > 0 and trainer.position == 0 and pool(epoch) > pool(epoch - 1):
+            self.losses.clear()
+            self.level = None
 
     def on_before_step(self, trainer: Any, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
         if self.snapshot is None:  # restored outside fit: the weights are still the restored ones
