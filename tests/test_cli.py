@@ -97,6 +97,9 @@ ERROR_CASES = {
     "precision-16-on-cpu": (["train", "xor", "--precision", "16", "--device", "cpu"], ["16", "CUDA"]),
     "data-dir-without-mnist": (["train", "mnist", "--data", "empty_data", "--epochs", "1"],
                                ["empty_data", "train-images-idx3-ubyte"]),
+    "text-option-for-xor": (["train", "xor", "--group-by-length"], ["--group-by-length", "text-classify", "xor"]),
+    "max-length-for-mnist": (["train", "mnist", "--max-length", "64"], ["--max-length", "text-classify", "mnist"]),
+    "bool-option-from-yaml-as-number": (["train", "bool_as_number.yaml"], ["group_by_length", "true or false"]),
 }
 NEEDS_NO_GPU = {"device-cuda-without-gpu", "precision-16-on-cpu"}
 
@@ -105,6 +108,7 @@ def _prepare(directory):
     (directory / "unknown_key.yaml").write_text("recipe: xor\nlrr: 0.1\n")
     (directory / "wrong_type.yaml").write_text("recipe: xor\nepochs: many\n")
     (directory / "a_file").write_text("a regular file, not a directory\n")
+    (directory / "bool_as_number.yaml").write_text("recipe: text-classify\ngroup_by_length: 1\n")
     (directory / "empty_data").mkdir()
 
 

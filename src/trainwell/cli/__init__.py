@@ -80,8 +80,12 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if spec.metadata.get("cli", True) is False:
             continue
         kind = field_kind(name)
-        typing = ({"choices": kind} if isinstance(kind, tuple)
-                  else {"type": cli_type(name), "metavar": {int: "N", float: "X"}.get(kind, name.upper())})
+        if kind is bool:  # --group-by-length / --no-group-by-length
+            typing = {"action": argparse.BooleanOptionalAction}
+        elif isinstance(kind, tuple):
+            typing = {"choices": kind}
+        else:
+            typing = {"type": cli_type(name), "metavar": {int: "N", float: "X"}.get(kind, name.upper())}
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
                             help=f"{spec.metadata['help']} ({_default_text(name)})", **typing)
 

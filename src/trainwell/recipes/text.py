@@ -11,6 +11,7 @@ in Hugging Face format to ``RUN_DIR/model/`` at the end of training.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,6 +41,9 @@ class Corpus:
 
 def build(config: TrainConfig, device: torch.device) -> Parts:
     refuse(config, "its reference pass would fine-tune the transformer a whole extra epoch")
+    if config.group_by_length and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--group-by-length is not supported under torchrun yet: each process's shard is "
+                          "drawn in plain random order; leave it off")
     tokenizer, model_dir = load_tokenizer(config)
     corpus = corpus_for(config, tokenizer, model_dir)
     model = load_model(model_dir, corpus.names).to(device)
@@ -55,7 +59,7 @@ def build(config: TrainConfig, device: torch.device) -> Parts:
                                                    train_labels[: config.batch_size].tolist())))[0]
     return Parts(
         model=model, optimizer=optimizer, loss_fn=F.cross_entropy, scheduler=schedule(config),
-        train=text_data.text_loader(train_ids, train_labels, config.batch_size, True, pad),
+        train=text_data.text_loader(train_ids, train_labels, config.batch_size, True, pad, config.group_by_length),
         val=text_data.text_loader(*val, config.batch_size, False, pad),
         test=text_data.text_loader(*test, config.batch_size, False, pad),
         callbacks=[SaveHuggingFace(tokenizer)], example_batch=example,
