@@ -33,16 +33,18 @@ class Records:
 
 
 def train(recipe: str, batch_size: int, epochs: int, device: str, probe: bool,
-          optimizer: str | None = None) -> tuple[dict | None, list, float]:
+          optimizer: str | None = None, num_samples: int | None = None) -> tuple[dict | None, list, float]:
     """(the memory record or None, the per-epoch training losses, seconds per epoch) of one run."""
     options = {"optimizer": optimizer} if optimizer else {}
+    if num_samples:
+        options["num_samples"] = num_samples
     config = validate({**recipe_defaults(recipe), "recipe": recipe, "batch_size": batch_size, "epochs": epochs,
                        "device": device, **options})
     torch_device = resolve_device(config.device)
     seed_everything(config.seed)
     parts = get_recipe(recipe).build(config, torch_device)
     records = Records()
-    callbacks = [*parts.callbacks, records] + ([MemoryProbe()] if probe else [])
+    callbacks = [*parts.callbacks, records] + ([MemoryProbe(example_inputs=parts.example_batch)] if probe else [])
     trainer = Trainer(parts.model, parts.optimizer, parts.loss_fn, parts.scheduler, config.clip, device=torch_device,
                       precision=config.precision, callbacks=callbacks, seed=config.seed)
     started = time.perf_counter()
@@ -67,11 +69,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--optimizer", help="the recipe's own by default (mnist: adam)")
+    parser.add_argument("--num-samples", type=int, help="train on this many samples (text-classify: 320)")
     parser.add_argument("--cost", action="store_true", help="also train without the probe: losses and epoch times")
     args = parser.parse_args()
     rows, costs = [], []
     for batch_size in args.batch_size:
-        record, losses, seconds = train(args.recipe, batch_size, args.epochs, args.device, True, args.optimizer)
+        record, losses, seconds = train(args.recipe, batch_size, args.epochs, args.device, True, args.optimizer,
+                                        args.num_samples)
         rows.append(row(batch_size, record))
         print(f"batch {batch_size}: {record['method']}; {record['steps']} steps; at start "
               f"{record['at_start'] / 2**20:.2f} MiB", flush=True)
