@@ -99,7 +99,7 @@ def test_sigkill_of_the_whole_job_then_the_same_command_is_bitwise_identical(ref
                "--sleep", "0.03"]
     job = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
-    _wait_for_checkpoints(job, tmp_path / "run", 1 + seed)
+    _wait_for_checkpoints(job, tmp_path / "run", 2 + (seed - 1) % 2)  # at most 3 are kept at a time
     time.sleep(random.Random(seed).uniform(0, 0.2))
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
