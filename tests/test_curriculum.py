@@ -23,6 +23,8 @@ from trainwell.distributed import Group, Shard
 from trainwell.errors import Interrupted
 from trainwell.runtime import rng_state
 
+from test_cli_help import usage_error  # the one line a usage error prints (exit 2)
+
 
 def data(n: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
@@ -227,17 +229,8 @@ def test_sigkill_mid_epoch_then_resume_auto_is_bitwise_identical(tmp_path: Path)
     assert same_weights(resumed.model, tiny_run(None).model)
 
 
-def one_line_error(capsys, *args: str) -> str:
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    assert exited.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
 def test_cli_bad_curriculum_value_is_one_line_and_exit_2(capsys) -> None:
-    line = one_line_error(capsys, "train", "mnist", "--curriculum", "los")
+    line = usage_error(capsys, "train", "mnist", "--curriculum", "los")
     assert "--curriculum: invalid choice: 'los'" in line and "did you mean 'loss'?" in line
 
 
