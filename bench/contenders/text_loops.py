@@ -246,6 +246,8 @@ def accuracy(model: torch.nn.Module, work: Workload, batch_size: int = 64) -> fl
 CONTENDERS: dict[str, Callable[[Workload, int, str], tuple[Timing, torch.nn.Module]]] = {
     "trainwell": run_trainwell,
     "trainwell_api": lambda work, seed, run_dir: run_trainwell(work, seed, run_dir, probe=False),
+    "trainwell_grouped": lambda work, seed, run_dir: run_trainwell(  # `trainwell train --group-by-length`
+        replace(work, config=replace(work.config, group_by_length=True)), seed, run_dir),
     "hf_default": lambda work, seed, run_dir: run_hf(work, seed, run_dir, fast=False),
     "hf_fast": lambda work, seed, run_dir: run_hf(work, seed, run_dir, fast=True),
     "hand": run_hand,
