@@ -99,6 +99,7 @@ ERROR_CASES = {
                                ["empty_data", "train-images-idx3-ubyte"]),
     "text-option-for-xor": (["train", "xor", "--group-by-length"], ["--group-by-length", "text-classify", "xor"]),
     "max-length-for-mnist": (["train", "mnist", "--max-length", "64"], ["--max-length", "text-classify", "mnist"]),
+    "model-for-xor-in-lr-find": (["lr-find", "xor", "--model", "some_dir"], ["--model", "text-classify", "xor"]),
     "bool-option-from-yaml-as-number": (["train", "bool_as_number.yaml"], ["group_by_length", "true or false"]),
 }
 NEEDS_NO_GPU = {"device-cuda-without-gpu", "precision-16-on-cpu"}

@@ -291,14 +291,10 @@ class _CpuPeak:
         self.quiet = _QuietStderr()
         self.profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
         self.profiler.start()
-        atexit.register(self._abandon)  # a fit that raised mid-measurement: stop before torch's own exit
-
-    def _abandon(self) -> None:
-        if self._running.locked():
-            self.stop()
+        atexit.register(self.stop)  # a fit that raised mid-measurement: stop before torch's own exit
 
     def stop(self) -> int:
-        atexit.unregister(self._abandon)
+        atexit.unregister(self.stop)
         try:
             self.profiler.stop()
         finally:

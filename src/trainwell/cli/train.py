@@ -104,7 +104,6 @@ def start(config: TrainConfig, run_dir: Path, checkpoint: Path | str | None, rec
     from trainwell.rundir import CONFIG, ensure_writable, write_yaml
     from trainwell.runtime import check_precision, resolve_device, seed_everything
 
-    check_recipe_options(config)
     device = resolve_device(config.device)  # every user error before anything is written
     check_precision(config.precision, device)
     if checkpoint is None and any((run_dir / "checkpoints").glob("*.ckpt")) and not resume_or_start:
@@ -122,21 +121,6 @@ def start(config: TrainConfig, run_dir: Path, checkpoint: Path | str | None, rec
     if group is None or group.is_main:
         write_yaml(run_dir / CONFIG, {**asdict(config), "run_dir": str(run_dir)})
     return train(config, parts, device, run_dir, checkpoint, received, group)
-
-
-TEXT_ONLY = ("model", "max_length", "group_by_length")  # options only the text-classify recipe reads
-
-
-def check_recipe_options(config: TrainConfig) -> None:
-    """An option the recipe does not read is a mistake to say, not to ignore."""
-    from trainwell.config import FIELDS
-
-    if config.recipe == "text-classify":
-        return
-    for name in TEXT_ONLY:
-        if getattr(config, name) != FIELDS[name].default:
-            raise ConfigError(f"--{name.replace('_', '-')} applies to the text-classify recipe only, "
-                              f"not to {config.recipe}")
 
 
 def suggested(config: TrainConfig, device: Any, run_dir: Path, checkpoint: Any, group: Any) -> TrainConfig:

@@ -7,9 +7,10 @@ from typing import Any
 import torch
 
 from trainwell.callbacks import EarlyStopping
-from trainwell.config import TrainConfig
+from trainwell.config import FIELDS, TrainConfig
 from trainwell.curriculum import for_recipe
 from trainwell.data import InMemoryLoader
+from trainwell.errors import ConfigError
 from trainwell.optim import make_optimizer
 from trainwell.recipes import Parts
 
@@ -17,11 +18,21 @@ from trainwell.recipes import Parts
 # (in nats, the unit of the recipes' cross-entropy losses): xor's loss creeping down by 1e-7 an epoch
 # near zero is not progress, and with min_delta 0 its patience of 20 never ran out in 200 epochs.
 EARLY_STOPPING_MIN_DELTA = 1e-4
+TEXT_ONLY = ("model", "max_length", "group_by_length")  # options only the text-classify recipe reads
+
+
+def refuse_text_options(config: TrainConfig) -> None:
+    """An option this recipe does not read is a mistake to say, not to ignore."""
+    for name in TEXT_ONLY:
+        if getattr(config, name) != FIELDS[name].default:
+            raise ConfigError(f"--{name.replace('_', '-')} applies to the text-classify recipe only, "
+                              f"not to {config.recipe}")
 
 
 def assemble(config: TrainConfig, device: torch.device, model: torch.nn.Module, loss_fn: Any,
              splits: tuple, **extra: Any) -> Parts:
     """Parts from a model, a loss and ``((x, y) train, val, test)`` tensors, per the config."""
+    refuse_text_options(config)
     (x_train, y_train), val, test = splits
     if config.num_samples is not None:
         x_train, y_train = x_train[: config.num_samples], y_train[: config.num_samples]
