@@ -1,7 +1,7 @@
 """trainwell against the Hugging Face Trainer and a hand-written loop on the text-classify fine-tune.
 
     python bench/text.py [--reps 4] [--steps 40] [--warmup-steps 3] [--eval-samples 640]
-                         [--only trainwell,hf_default,hf_fast,hand] [--threads N] [--note TEXT]
+                         [--only trainwell,trainwell_random,hf_default,hf_fast,hand] [--threads N] [--note TEXT]
                          [--out bench/results/TEXT.md]
 
 The workload (issue 24): all-MiniLM-L6-v2 with a new 2-class head on the recipe's Rotten
@@ -47,7 +47,8 @@ import text_loops as loops  # noqa: E402
 from report import bootstrap_interval  # noqa: E402
 
 RATIOS = [("trainwell", "hf_default", "≥ 1.3"), ("trainwell", "hf_fast", "≥ 1.0"), ("trainwell", "hand", ""),
-          ("trainwell_api", "hf_default", "≥ 1.3"), ("trainwell_api", "hf_fast", "≥ 1.0")]
+          ("trainwell_api", "hf_default", "≥ 1.3"), ("trainwell_api", "hf_fast", "≥ 1.0"),
+          ("trainwell_random", "hf_default", ""), ("trainwell_random", "hand", "")]
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,7 +57,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=40, help="optimizer steps per timed epoch (batch 32)")
     p.add_argument("--warmup-steps", type=int, default=3, help="untimed steps per contender before the first rep")
     p.add_argument("--eval-samples", type=int, default=640, help="validation snippets for the accuracy check")
-    p.add_argument("--only", default="trainwell,hf_default,hf_fast,hand",
+    p.add_argument("--only", default="trainwell,trainwell_random,hf_default,hf_fast,hand",
                    help=f"comma-separated contenders, of {', '.join(loops.CONTENDERS)}")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--note", default="", help="a line about the machine's state, put in the report")

@@ -242,16 +242,71 @@ def test_group_by_length_batches_similar_snippets_in_a_seeded_order():
     assert sorted(i for i in LengthGroupedSampler([len(x) for x in ids], 16)) == list(range(400))  # each once
 
 
-def test_group_by_length_is_refused_under_torchrun(tmp_path, monkeypatch, capsys):
-    data = write_csv(tmp_path / "reviews.csv", reviews(20))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(tw.ConfigError, match="--group-by-length is not supported under torchrun"):
-        get_recipe_build(data)
+def test_group_by_length_under_torchrun_gives_each_process_its_part_of_the_one_process_batches():
+    """2 processes x batch 8 see, step by step, the one-process batches of 16 of the grouped order."""
+    from trainwell.data import epoch_batches
+    from trainwell.distributed import Group, Shard
+    from trainwell.text_data import text_loader
+
+    ids = [np.arange(1, 3 + (i * 7) % 40) for i in range(100)]
+    labels = torch.arange(100)  # the label is the snippet's index
+    one = list(epoch_batches(text_loader(ids, labels, 16, True, 0, group_by_length=True), seed=3, epoch=1))
+    parts = [list(epoch_batches(text_loader(ids, labels, 8, True, 0, group_by_length=True), seed=3, epoch=1,
+                                shard=Shard(100, 8, Group(rank, 2, 0)))) for rank in (0, 1)]
+    assert len(one) == len(parts[0]) == len(parts[1]) == 7
+    for whole, first, second in zip(one, *parts):
+        assert torch.equal(torch.cat([first[1], second[1]]), whole[1])
+    assert sorted(torch.cat([y for _, y in one]).tolist()) == list(range(100))  # every snippet once
+    widths = [int(inputs["attention_mask"].sum(1).max() - inputs["attention_mask"].sum(1).min()) for inputs, _ in one]
+    assert max(widths[:-1]) <= 6  # similar lengths in each batch (lengths range over 2-41)
 
 
-def get_recipe_build(data: Path):
-    from trainwell.recipes import get_recipe
+def test_a_sampler_distributed_training_cannot_shard_is_refused():
+    from torch.utils.data import DataLoader, WeightedRandomSampler
 
-    config = validate({**recipe_defaults("text-classify"), "recipe": "text-classify", "data": str(data),
-                       "group_by_length": True})
-    return get_recipe("text-classify").build(config, torch.device("cpu"))
+    from trainwell.data import epoch_batches
+    from trainwell.distributed import Group, Shard
+
+    loader = DataLoader(list(range(10)), batch_size=2, sampler=WeightedRandomSampler([1.0] * 10, 10))
+    with pytest.raises(tw.ConfigError, match="cannot shard a WeightedRandomSampler"):
+        next(epoch_batches(loader, seed=0, epoch=0, shard=Shard(10, 2, Group(0, 2, 0))))
+
+
+@pytest.mark.slow
+def test_text_classify_under_torchrun_matches_one_process(tmp_path):
+    """`torchrun -m trainwell train text-classify` on 2 gloo processes x batch 8, grouped by length
+    (the default): the same losses and test accuracy as one process x batch 16, one model export."""
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoConfig
+
+    model = tmp_path / "minilm-without-dropout"  # dropout draws differ per process; the rest must not
+    config = AutoConfig.from_pretrained(text_data.bundled_model_dir(), hidden_dropout_prob=0.0,
+                                        attention_probs_dropout_prob=0.0)
+    config.save_pretrained(model)
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (text_data.bundled_model_dir() / name).is_file():
+            (model / name).symlink_to(text_data.bundled_model_dir() / name)
+    data = write_csv(tmp_path / "reviews.csv", reviews(96))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRAINWELL_CACHE": str(tmp_path / "cache"),
+           "NO_COLOR": "1"}
+    common = ["-m", "trainwell", "train", "text-classify", "--data", str(data), "--model", str(model), "--epochs", "1"]
+    for command in ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *common,
+                     "--batch-size", "8", "--run-dir", "two"],
+                    [sys.executable, *common, "--batch-size", "16", "--run-dir", "one"]):
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def record(run: str, kind: str) -> dict:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r.get("kind") == kind][-1]
+
+    two, one = record("two", "epoch"), record("one", "epoch")
+    assert two["train_samples"] == one["train_samples"] == 76  # 80% of 96, each once over both processes
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    assert record("two", "test")["test_acc"] == record("one", "test")["test_acc"]
+    assert json.loads((tmp_path / "two" / "model" / "config.json").read_text())["id2label"] == {"0": "bad", "1": "good"}
+
+

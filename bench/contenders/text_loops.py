@@ -11,6 +11,8 @@ first batch is loaded) to the end of its last optimizer step, and the padded tok
   DataLoader and collate, fused AdamW, the ``linear`` schedule), ``tw.Trainer`` with a run
   directory and every default (health guard, gradient flow, logging, epoch checkpoint, the
   CPU memory probe the command line adds, the Hugging Face export at the end);
+  The recipe's default batches snippets of similar length together (``--group-by-length``);
+- ``trainwell_random``: the same with ``--no-group-by-length``: batches in plain random order;
 - ``trainwell_api``: the same ``tw.Trainer`` as a library user builds it, without the command
   line's CPU memory probe (a torch profiler over steps 2-4 of every fit);
 - ``hf_default``: ``transformers.Trainer`` at its defaults with ``DataCollatorWithPadding``
@@ -98,7 +100,8 @@ class StepClock:
         self.steps, self.count, self.start, self.end = steps, 0, None, None
 
     def begin(self) -> None:
-        self.start = time.perf_counter()
+        if self.start is None:  # the first epoch's start; later epochs keep it
+            self.start = time.perf_counter()
 
     def step(self) -> None:
         self.count += 1
@@ -161,11 +164,11 @@ class HFData(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "attention_mask": [1] * len(self.ids[i]), "labels": self.labels[i]}
 
 
-def run_hf(work: Workload, seed: int, run_dir: str, fast: bool) -> tuple[Timing, torch.nn.Module]:
+def run_hf(work: Workload, seed: int, run_dir: str, fast: bool, epochs: int = 1) -> tuple[Timing, torch.nn.Module]:
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
     model = fresh_model(work, seed)
-    clock = StepClock(steps_of(work))
+    clock = StepClock(steps_of(work) * epochs)
 
     class Clock(TrainerCallback):
         def on_epoch_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
@@ -174,7 +177,7 @@ def run_hf(work: Workload, seed: int, run_dir: str, fast: bool) -> tuple[Timing,
         def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
             clock.step()
 
-    options = dict(output_dir=run_dir, per_device_train_batch_size=BATCH, num_train_epochs=1, learning_rate=LR,
+    options = dict(output_dir=run_dir, per_device_train_batch_size=BATCH, num_train_epochs=epochs, learning_rate=LR,
                    weight_decay=WEIGHT_DECAY, lr_scheduler_type="linear", warmup_steps=WARMUP_RATIO,
                    max_grad_norm=0.0, seed=seed, use_cpu=True)
     if fast:
@@ -184,7 +187,7 @@ def run_hf(work: Workload, seed: int, run_dir: str, fast: bool) -> tuple[Timing,
     trainer = Trainer(model=model, args=TrainingArguments(**options), train_dataset=HFData(*work.train),
                       data_collator=collate, processing_class=work.tokenizer, callbacks=[Clock()])
     trainer.train()
-    return Timing(clock.seconds, clock.count, len(work.train[0]), collate.tokens), model
+    return Timing(clock.seconds, clock.count, len(work.train[0]) * epochs, collate.tokens), model
 
 
 def pad_batch(pad: int) -> Callable:
@@ -246,8 +249,8 @@ def accuracy(model: torch.nn.Module, work: Workload, batch_size: int = 64) -> fl
 CONTENDERS: dict[str, Callable[[Workload, int, str], tuple[Timing, torch.nn.Module]]] = {
     "trainwell": run_trainwell,
     "trainwell_api": lambda work, seed, run_dir: run_trainwell(work, seed, run_dir, probe=False),
-    "trainwell_grouped": lambda work, seed, run_dir: run_trainwell(  # `trainwell train --group-by-length`
-        replace(work, config=replace(work.config, group_by_length=True)), seed, run_dir),
+    "trainwell_random": lambda work, seed, run_dir: run_trainwell(  # `trainwell train --no-group-by-length`
+        replace(work, config=replace(work.config, group_by_length=False)), seed, run_dir),
     "hf_default": lambda work, seed, run_dir: run_hf(work, seed, run_dir, fast=False),
     "hf_fast": lambda work, seed, run_dir: run_hf(work, seed, run_dir, fast=True),
     "hand": run_hand,

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
 
 from trainwell.errors import ConfigError, DataError
 from trainwell.runtime import to_device
@@ -141,15 +141,30 @@ def epoch_batches(loader: Iterable, *, seed: int, epoch: int, skip: int = 0, reu
     if isinstance(loader, InMemoryLoader):
         return loader.batches(epoch, seed, start=skip, reuse=reuse, shard=shard)
     if shard is not None:
-        shuffle = isinstance(loader.sampler, RandomSampler)
-        order = torch.randperm(shard.num_samples, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))) \
-            if shuffle else torch.arange(shard.num_samples)
+        order = sampler_order(loader.sampler, shard.num_samples, epoch_seed(seed, epoch))
         spans = (shard.span(index) for index in range(skip, len(shard)))
         return iter(_rebuilt(loader, [order[lo:hi].tolist() for lo, hi in spans],
                              epoch_seed(seed, epoch) + shard.group.rank))
     if isinstance(loader, DataLoader):
         return islice(_seeded_dataloader_iter(loader, epoch_seed(seed, epoch), epoch), skip, None)
     return islice(iter(loader), skip, None)
+
+
+def sampler_order(sampler: Any, num_samples: int, seed: int) -> torch.Tensor:
+    """The epoch's order of a DataLoader's sampler drawn from a generator seeded with ``seed``,
+    the same on every process (distributed training splits it into shards): a RandomSampler's
+    permutation, a SequentialSampler's 0..n-1, or the ``order(generator)`` of a sampler that has
+    one (``LengthGroupedSampler``). Any other sampler is refused: its order cannot be sharded."""
+    generator = torch.Generator().manual_seed(seed)
+    if hasattr(sampler, "order"):
+        return sampler.order(generator)
+    if isinstance(sampler, RandomSampler):
+        return torch.randperm(num_samples, generator=generator)
+    if isinstance(sampler, SequentialSampler):
+        return torch.arange(num_samples)
+    raise ConfigError(f"distributed training draws each epoch's order itself and cannot shard a "
+                      f"{type(sampler).__name__}: use shuffle=True/False, or a sampler with an "
+                      f"order(generator) method returning the epoch's indices")
 
 
 def _seeded_dataloader_iter(loader: DataLoader, seed: int, epoch: int) -> Iterator:

@@ -273,21 +273,30 @@ class LengthGroupedSampler(Sampler[int]):
     """A random order in which neighbouring snippets have similar lengths, so a batch padded to its
     longest snippet carries little padding: the shuffled indices are cut into groups of
     ``group_batches`` batches and each group is sorted longest first (as the Hugging Face Trainer's
-    ``group_by_length`` does). The order is drawn from torch's global RNG, which the trainer seeds
-    from (seed, epoch) for every DataLoader: a resumed epoch replays it exactly."""
+    ``group_by_length`` does). The order is drawn from ``generator`` (else torch's global RNG),
+    which the trainer seeds from (seed, epoch): a resumed epoch replays it exactly, and under
+    torchrun every process draws the same order as one process would and trains on its part of
+    each global batch."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, group_batches: int = 50):
+    def __init__(self, lengths: Sequence[int], batch_size: int, group_batches: int = 50,
+                 generator: torch.Generator | None = None):
         self.lengths = torch.as_tensor(lengths)
         self.group = batch_size * group_batches
+        self.generator = generator
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __iter__(self):  # noqa: ANN204 - an iterator of indices
-        order = torch.randperm(len(self.lengths))
+        return iter(self.order(self.generator).tolist())
+
+    def order(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The epoch's indices, drawn from ``generator`` (torch's global RNG when None); distributed
+        training draws it on every process from one seed and gives each its part of every batch."""
+        shuffled = torch.randperm(len(self.lengths), generator=generator)
         groups = [chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)]
-                  for chunk in order.split(self.group)]
-        return iter(torch.cat(groups).tolist() if groups else [])
+                  for chunk in shuffled.split(self.group)]
+        return torch.cat(groups) if groups else torch.zeros(0, dtype=torch.long)
 
 
 def text_loader(ids: list[np.ndarray], labels: torch.Tensor, batch_size: int, shuffle: bool,
@@ -296,7 +305,7 @@ def text_loader(ids: list[np.ndarray], labels: torch.Tensor, batch_size: int, sh
     if not ids:
         return None
     if group_by_length and shuffle:
-        sampler = LengthGroupedSampler([len(snippet) for snippet in ids], batch_size)
+        sampler = LengthGroupedSampler([len(snippet) for snippet in ids], batch_size, generator=torch.Generator())
         return TextLoader(TokenizedTexts(ids, labels), batch_size=batch_size, sampler=sampler,
                           collate_fn=PadToLongest(pad_id))
     return TextLoader(TokenizedTexts(ids, labels), batch_size=batch_size, shuffle=shuffle,

@@ -31,7 +31,7 @@ DEFAULTS = {
     "mnist": {"epochs": 5, "lr": 1e-3, "batch_size": 64, "optimizer": "adam"},
     "xor": {"epochs": 200, "lr": 0.05, "batch_size": 32, "optimizer": "adam", "patience": 20},
     "text-classify": {"epochs": 3, "lr": 2e-5, "batch_size": 32, "optimizer": "adamw", "weight_decay": 0.01,
-                      "schedule": "linear", "warmup_ratio": 0.1},
+                      "schedule": "linear", "warmup_ratio": 0.1, "group_by_length": True},
     "regression": {"epochs": 200, "lr": 3e-4, "batch_size": 32, "optimizer": "adam", "patience": 20},
     "ranking": {"epochs": 100, "lr": 3e-4, "batch_size": 32, "optimizer": "adam", "patience": 10},
 }

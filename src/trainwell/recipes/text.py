@@ -11,7 +11,6 @@ in Hugging Face format to ``RUN_DIR/model/`` at the end of training.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,9 +40,6 @@ class Corpus:
 
 def build(config: TrainConfig, device: torch.device) -> Parts:
     refuse(config, "its reference pass would fine-tune the transformer a whole extra epoch")
-    if config.group_by_length and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("--group-by-length is not supported under torchrun yet: each process's shard is "
-                          "drawn in plain random order; leave it off")
     tokenizer, model_dir = load_tokenizer(config)
     corpus = corpus_for(config, tokenizer, model_dir)
     model = load_model(model_dir, corpus.names).to(device)
