@@ -261,17 +261,6 @@ def test_group_by_length_under_torchrun_gives_each_process_its_part_of_the_one_p
     assert max(widths[:-1]) <= 6  # similar lengths in each batch (lengths range over 2-41)
 
 
-def test_a_sampler_distributed_training_cannot_shard_is_refused():
-    from torch.utils.data import DataLoader, WeightedRandomSampler
-
-    from trainwell.data import epoch_batches
-    from trainwell.distributed import Group, Shard
-
-    loader = DataLoader(list(range(10)), batch_size=2, sampler=WeightedRandomSampler([1.0] * 10, 10))
-    with pytest.raises(tw.ConfigError, match="cannot shard a WeightedRandomSampler"):
-        next(epoch_batches(loader, seed=0, epoch=0, shard=Shard(10, 2, Group(0, 2, 0))))
-
-
 @pytest.mark.slow
 def test_text_classify_under_torchrun_matches_one_process(tmp_path):
     """`torchrun -m trainwell train text-classify` on 2 gloo processes x batch 8, grouped by length

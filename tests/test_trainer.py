@@ -768,3 +768,14 @@ def test_predict_returns_outputs_for_a_tensor():
     assert out.shape == (25, 3)
     with torch.no_grad():
         torch.testing.assert_close(out, model(x))
+
+
+def test_a_sampler_distributed_training_cannot_shard_is_refused():
+    from torch.utils.data import WeightedRandomSampler
+
+    from trainwell.data import epoch_batches
+    from trainwell.distributed import Group, Shard
+
+    loader = DataLoader(list(range(10)), batch_size=2, sampler=WeightedRandomSampler([1.0] * 10, 10))
+    with pytest.raises(tw.ConfigError, match="cannot shard a WeightedRandomSampler"):
+        next(epoch_batches(loader, seed=0, epoch=0, shard=Shard(10, 2, Group(0, 2, 0))))
