@@ -10,8 +10,9 @@ length 128, then accuracy on the recipe's test split (1,276 snippets), per seed.
 
 - ``trainwell``: ``trainwell train text-classify --seed S`` in a subprocess, exactly as a
   user types it (the recipe's defaults, length-grouped batches included); its accuracy is the
-  run's own ``test`` record, its time the run's ``wall_time_s`` (the whole command: loading,
-  3 epochs, per-epoch validation, checkpoints, the test pass and the Hugging Face export).
+  run's own ``test`` record, its time the run's ``wall_time_s`` (its training: 3 epochs,
+  per-epoch validation and checkpoints; the whole command, loading, the test pass and the
+  Hugging Face export included, is in the JSON as ``command_s``).
 - ``hf_fast`` / ``hf_default``: ``transformers.Trainer`` as in ``bench/contenders/text_loops.py``
   (fastest documented CPU settings with ``group_by_length``, or its defaults), 3 epochs over
   the same split from the same pretrained weights; accuracy from one shared function on the

@@ -248,7 +248,7 @@ def test_mnist_quick_run(background):
     code, stdout, stderr, cwd = finished(background, "test_mnist_quick_run")
     assert code == 0, stderr
     assert "2,000 training samples" in stdout
-    assert "Epoch [1/1]" in stdout
+    assert "Epoch [1/1]" in stdout and "Trained 1 epoch (32 steps)" in stdout
     run = cwd / "run"
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["num_samples"] == 2000 and config["recipe"] == "mnist"

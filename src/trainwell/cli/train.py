@@ -210,7 +210,8 @@ def trained_line(trainer: Any, wall: float) -> str:
     rate = f"{throughput:,.0f} training samples/s ({trainer.samples_trained:,} samples in {trainer.train_seconds:.1f}s of training)"
     resumed = trainer.resumed_from
     if resumed is None:
-        return f"Trained {trainer.epoch} epochs ({trainer.step} steps) in {wall:.1f}s: {rate}."
+        epochs = "1 epoch" if trainer.epoch == 1 else f"{trainer.epoch} epochs"
+        return f"Trained {epochs} ({trainer.step} steps) in {wall:.1f}s: {rate}."
     first = resumed["epoch"] + 1
     epochs = f"epoch {first}" if first == trainer.epoch else f"epochs {first}-{trainer.epoch}"
     return (f"Trained {epochs} ({trainer.step - resumed['step']} steps, resumed from step {resumed['step']}) "
