@@ -140,6 +140,17 @@ def test_overfitting_names_the_epoch_where_it_began():
     assert "overfitting" not in codes(epochs([1.0, 0.7, 0.5, 0.6, 0.7, 0.8], [1.1, 0.8, 0.6, 0.7, 0.8, 0.9]))
 
 
+def test_a_validation_rise_after_loss_spikes_the_guard_caught_is_the_learning_rate_not_overfitting():
+    # Adam at 500x its default on mnist: the guard caught spikes in epoch 1 (inflating its training
+    # loss), then the validation loss wandered up while the training loss "fell" from that mean.
+    wandering = epochs([2.34, 0.95, 0.97, 0.96], [1.08, 1.25, 1.21, 1.23])
+    assert "overfitting" in codes(wandering)  # the same curves from a stable run would be overfitting
+    spikes = [{"kind": "intervention", "step": s, "epoch": 1, "cause": "loss spike (40.1x the recent median)",
+               "action": "skipped the step, rolled back to step 0", "lr_after": 0.25} for s in (1, 2, 3)]
+    found = codes(wandering + spikes)
+    assert "lr_too_high" in found and "overfitting" not in found
+
+
 def test_overfitting_from_an_accuracy_gap():
     f = finding(epochs([1.0, 0.5, 0.2], None, [0.6, 0.9, 0.99], [0.6, 0.8, 0.8]), "overfitting")
     assert "99.0%" in f.evidence and "80.0%" in f.evidence and "19.0% gap" in f.evidence

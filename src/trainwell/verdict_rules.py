@@ -118,6 +118,12 @@ def zigzags(run: Run) -> int:
                for a, b, c in zip(values, values[1:], values[2:]))
 
 
+def unstable(run: Run) -> bool:
+    """The loss exploded, went non-finite twice, or spiked past the health guard: a run whose
+    curves say more about its learning rate than about its model or data."""
+    return run.explosion() is not None or run.nonfinite_events >= 2 or bool(run.guard_spikes)
+
+
 def lr_too_high(run: Run) -> list[Finding]:
     signs = []
     spikes = run.spikes()
@@ -143,9 +149,8 @@ def lr_too_high(run: Run) -> list[Finding]:
     lr = run.lr()
     name = f"The learning rate ({fmt(lr)})" if lr is not None else "The learning rate"
     lower = f"try {fmt(lr / 10)}" if number(lr) else "try 10x lower"
-    severe = peak is not None or run.nonfinite_events >= 2 or bool(run.guard_spikes)
     return [Finding(
-        "lr_too_high", "problem" if severe else "warning", f"{name} is probably too high",
+        "lr_too_high", "problem" if unstable(run) else "warning", f"{name} is probably too high",
         sentence("; ".join(signs)) + ".",
         f"Lower the learning rate ({lower}), add warmup (--warmup 500) or gradient clipping (--clip 1.0).",
     )]
@@ -175,7 +180,9 @@ def lr_too_low(run: Run) -> list[Finding]:
 
 def overfitting(run: Run) -> list[Finding]:
     evals = run.eval_losses()
-    if len(evals) >= MIN_TREND_POINTS:
+    # An unstable run's validation loss wanders with its learning rate, and its first epochs'
+    # training loss is inflated by the spikes: a rise from the best is no sign of memorising.
+    if len(evals) >= MIN_TREND_POINTS and not unstable(run):
         best_index = min(range(len(evals)), key=lambda i: evals[i][1])
         best, last = evals[best_index], evals[-1]
         train_fell = finite(best[2]) and finite(last[2]) and last[2] < (1 - OVERFIT_TRAIN_FALL) * best[2]
