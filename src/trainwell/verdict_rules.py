@@ -118,12 +118,6 @@ def zigzags(run: Run) -> int:
                for a, b, c in zip(values, values[1:], values[2:]))
 
 
-def unstable(run: Run) -> bool:
-    """The loss exploded, went non-finite twice, or spiked past the health guard: a run whose
-    curves say more about its learning rate than about its model or data."""
-    return run.explosion() is not None or run.nonfinite_events >= 2 or bool(run.guard_spikes)
-
-
 def lr_too_high(run: Run) -> list[Finding]:
     signs = []
     spikes = run.spikes()
@@ -149,8 +143,9 @@ def lr_too_high(run: Run) -> list[Finding]:
     lr = run.lr()
     name = f"The learning rate ({fmt(lr)})" if lr is not None else "The learning rate"
     lower = f"try {fmt(lr / 10)}" if number(lr) else "try 10x lower"
+    severe = peak is not None or run.nonfinite_events >= 2 or bool(run.guard_spikes)
     return [Finding(
-        "lr_too_high", "problem" if unstable(run) else "warning", f"{name} is probably too high",
+        "lr_too_high", "problem" if severe else "warning", f"{name} is probably too high",
         sentence("; ".join(signs)) + ".",
         f"Lower the learning rate ({lower}), add warmup (--warmup 500) or gradient clipping (--clip 1.0).",
     )]
@@ -176,6 +171,12 @@ def lr_too_low(run: Run) -> list[Finding]:
         f"The training loss barely moved: {fmt(start)} -> {fmt(end)} ({-change:+.2%} over {run.span()}){updates}.",
         f"Raise the learning rate ({higher}).",
     )]
+
+
+def unstable(run: Run) -> bool:
+    """A learning rate too high as a problem (signs of it, and the loss exploded, went non-finite
+    twice or spiked past the health guard): curves that say more about the step size than the model."""
+    return any(f.severity == "problem" for f in lr_too_high(run))
 
 
 def overfitting(run: Run) -> list[Finding]:
