@@ -107,7 +107,8 @@ def test_a_killed_sweep_continues_the_same_study_when_rerun(tmp_path: Path) -> N
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=ENV)
     deadline = time.monotonic() + 120
-    while not (sweep_dir / "trial-002").exists() and process.poll() is None and time.monotonic() < deadline:
+    started = sweep_dir / "trial-002" / "config.yaml"  # trial 2 is training (its directory alone: being made)
+    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
